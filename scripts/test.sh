@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Fresh-machine test command: project-local venv, install with test extras, run the suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+# torch==2.13.0 is pinned in the [test] extra (CPU build on this machine kind's disk).
+.venv/bin/python -m pip install -q -e '.[test]'
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,69 @@
+"""Helpers shared by the tests and the benchmarks: fake devices, compile counting.
+
+Fake CPU devices must be requested before JAX's backend starts; ``tests/conftest.py`` does that
+for the whole suite (8 devices), so any test can build a (2, 2, 2) mesh with
+:func:`vital_jax.sharding.make_mesh`. Single-device code simply runs on device 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+NUM_FAKE_DEVICES = 8
+
+
+def request_fake_cpu_devices(n: int = NUM_FAKE_DEVICES) -> None:
+    """Ask for ``n`` CPU devices. Call before any JAX computation (e.g. in conftest or main)."""
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    flag = f"--xla_force_host_platform_device_count={n}"
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = (flags + " " + flag).strip()
+    import jax
+
+    jax.config.update("jax_num_cpu_devices", n)
+
+
+class CompileCounter:
+    """Counts XLA backend compilations while active.
+
+    >>> with CompileCounter() as cc:
+    ...     f(x)
+    >>> cc.count
+    """
+
+    _EVENT = "/jax/core/compile/backend_compile_duration"
+    _installed = False
+    _active: list["CompileCounter"] = []
+
+    def __init__(self):
+        self.count = 0
+
+    @classmethod
+    def _listener(cls, event, duration, **kwargs):
+        if event == cls._EVENT:
+            for c in cls._active:
+                c.count += 1
+
+    def __enter__(self):
+        import jax
+
+        if not CompileCounter._installed:
+            jax.monitoring.register_event_duration_secs_listener(CompileCounter._listener)
+            CompileCounter._installed = True
+        CompileCounter._active.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        CompileCounter._active.remove(self)
+        return False
+
+
+@contextlib.contextmanager
+def no_recompiles():
+    """Fail if anything is traced inside (``jax.no_tracing``), for after-warm-up checks."""
+    import jax
+
+    with jax.no_tracing(True):
+        yield
