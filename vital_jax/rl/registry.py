@@ -1,0 +1,76 @@
+"""A tiny name → function registry, so configs pick RL pieces by name (as TRL's ``loss_type``
+and verl's ``adv_estimator`` do).
+
+Each registered function carries its formula in its docstring; ``describe(name)`` returns it.
+Lookups are case-insensitive, ``-`` and ``_`` are interchangeable, and a miss raises a ``KeyError``
+that lists every known name.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Generic, TypeVar
+
+F = TypeVar("F", bound=Callable)
+
+
+def _norm(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+class Registry(Generic[F]):
+    """Maps canonical names (and aliases) to functions.
+
+    >>> LOSSES = Registry("policy loss")
+    >>> @LOSSES.register("grpo", "ppo")
+    ... def grpo(...): ...
+    >>> LOSSES.get("PPO") is grpo
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._fns: dict[str, F] = {}
+        self._aliases: dict[str, str] = {}
+
+    def register(self, name: str, *aliases: str) -> Callable[[F], F]:
+        canonical = _norm(name)
+
+        def deco(fn: F) -> F:
+            for key in dict.fromkeys((canonical, *map(_norm, aliases))):
+                if key in self._aliases:
+                    raise ValueError(f"{self.kind} name {key!r} registered twice")
+                self._aliases[key] = canonical
+            self._fns[canonical] = fn
+            return fn
+
+        return deco
+
+    def canonical(self, name: str) -> str:
+        if not isinstance(name, str):
+            raise TypeError(f"{self.kind} name must be a string, got {type(name).__name__}")
+        key = _norm(name)
+        if key not in self._aliases:
+            raise KeyError(
+                f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}"
+                + (f" (aliases: {', '.join(self.aliases())})" if self.aliases() else "")
+            )
+        return self._aliases[key]
+
+    def get(self, name: str) -> F:
+        return self._fns[self.canonical(name)]
+
+    def names(self) -> list[str]:
+        """Canonical names, sorted."""
+        return sorted(self._fns)
+
+    def aliases(self) -> list[str]:
+        return sorted(k for k, v in self._aliases.items() if k != v)
+
+    def describe(self, name: str) -> str:
+        """The registered function's docstring (its formula)."""
+        return (self.get(name).__doc__ or "").strip()
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and _norm(name) in self._aliases
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {self.names()})"
