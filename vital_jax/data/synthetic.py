@@ -445,7 +445,10 @@ def _records_for(scene: Scene, seed: int) -> dict[str, list[dict[str, Any]]]:
         if scene.split == "eval":
             out["eval"].append({**base, "solution": rl_solution})
             continue
-        out["rl"].append({**base, "solution": rl_solution})
+        reasoning = (f"The white bar marks the part of the video between {cue} seconds. "
+                     f"In the frames there, {task.finding}.")
+        # the reference reasoning rides along as DeepVideo-R1's hint for hard prompts
+        out["rl"].append({**base, "solution": rl_solution, "hint": reasoning})
         ws, we = noisy_window(rng, task.evidence, scene.duration)
         turn0 = (f"<think>The white bar marks the part of the video between {cue} seconds. "
                  f"The sampled frames are too sparse to see {_subject(scene.targets[0])} clearly, "
@@ -454,8 +457,7 @@ def _records_for(scene: Scene, seed: int) -> dict[str, list[dict[str, Any]]]:
         turn1 = f"<think>In the clip, {task.finding}.</think> <answer>{task.answer}</answer>"
         out["sft_tool"].append({**base, "solution": [turn0, turn1],
                                 "tool_params": interval_text(ws, we), "answer": task.answer})
-        cot = (f"<think>The white bar marks the part of the video between {cue} seconds. "
-               f"In the frames there, {task.finding}.</think> <answer>{task.answer}</answer>")
+        cot = f"<think>{reasoning}</think> <answer>{task.answer}</answer>"
         out["sft_cot"].append({**base, "solution": cot})
     return out
 
