@@ -186,18 +186,24 @@ def build_hf_model(
     return model
 
 
-def save_hf_checkpoint(model, directory, max_shard_size: int | str | None = None) -> Path:
-    """``save_pretrained`` to ``directory`` as safetensors (config.json + weights).
+def save_hf_checkpoint(model, directory, max_shard_size: int | str | None = None,
+                       original_format: bool = True) -> Path:
+    """``save_pretrained`` to ``directory`` as safetensors (config.json + weights); returns the dir.
 
     With ``max_shard_size`` (e.g. ``"100KB"`` or an int in bytes) the weights are sharded and a
     ``model.safetensors.index.json`` appears; without it a single ``model.safetensors``.  With
     ``tie_word_embeddings=True`` no ``lm_head.weight`` is written (as in the 3B checkpoint).
-    transformers 5.23 writes keys in its own layout: ``model.language_model.*``,
-    ``model.visual.*``, ``lm_head.weight``.
+
+    Key layout: transformers 5.23 by default (``original_format=True``) converts back to the
+    PUBLISHED hub layout: ``model.embed_tokens.weight``, ``model.layers.N.*``,
+    ``model.norm.weight``, ``visual.patch_embed|blocks.N|merger.*``, ``lm_head.weight``.
+    ``original_format=False`` writes the 5.x module layout instead: ``model.language_model.*``,
+    ``model.visual.*``, ``lm_head.weight``.  config.json is nested (``text_config`` /
+    ``vision_config``, ``rope_parameters`` holding ``rope_theta`` and ``mrope_section``).
     """
     directory = Path(directory)
     kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
-    model.save_pretrained(directory, **kwargs)
+    model.save_pretrained(directory, save_original_format=original_format, **kwargs)
     return directory
 
 
