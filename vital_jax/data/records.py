@@ -369,24 +369,23 @@ def read_raw(path: str | os.PathLike) -> list[Any]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise DataFileError(f"{path}: cannot read: {e}") from e
-    stripped = text.lstrip()
-    if not stripped:
+    if not text.strip():
         return []
-    if stripped[0] in "[{" and path.suffix != ".jsonl":
+    if path.suffix != ".jsonl":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
-            if stripped[0] == "[" or "\n" not in text.strip():
+            # a ".json" file that really is JSONL (one object per line) is common: fall through
+            if not text.lstrip().startswith("{") or "\n" not in text.strip():
                 raise DataFileError(f"{path}: not valid JSON: {e}") from e
-            data = None  # maybe JSONL whose first line is an object
-        if data is not None:
+        else:
             if isinstance(data, list):
                 return data
             if isinstance(data, Mapping) and isinstance(data.get("data"), list):
                 return data["data"]
             if isinstance(data, Mapping):
                 return [data]
-            raise DataFileError(f"{path}: top level must be a list of records")
+            raise DataFileError(f"{path}: top level must be a list of records, got {type(data).__name__}")
     rows: list[Any] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
