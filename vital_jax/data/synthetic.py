@@ -31,9 +31,8 @@ Outputs of :func:`generate` (all paths relative to ``out``, which is the media r
     eval.jsonl                   RL-format records on held-out videos
     manifest.json                arguments, counts by task and split
 
-Data sources (they select the reward; see the RL reward registry):
-``synthetic_grounding`` (temporal IoU), ``multiple_choice`` (letter), ``numerical`` (count),
-``synthetic_grounded_qa`` (letter and IoU both).
+Data sources select the reward: ``synthetic/charades`` (temporal IoU), ``synthetic/multiple_choice``
+(letter), ``synthetic/numerical`` (count), ``synthetic/nextgqa`` (letter and IoU both).
 """
 
 from __future__ import annotations
@@ -69,11 +68,13 @@ WHITE = (250, 250, 250)
 LINE = (200, 200, 200)
 EVENT_KINDS: tuple[str, ...] = ("appear", "change_colour", "cross_line")
 TASKS: tuple[str, ...] = ("grounding", "multiple_choice", "grounded_qa", "counting")
+# "synthetic/<family>": counts by source say where records came from, and the reward registry
+# reads the part after the slash (charades: IoU scaled (0.2, 0.8); nextgqa: letter and IoU).
 DATA_SOURCE = {
-    "grounding": "synthetic_grounding",
-    "multiple_choice": "multiple_choice",
-    "grounded_qa": "synthetic_grounded_qa",
-    "counting": "numerical",
+    "grounding": "synthetic/charades",
+    "multiple_choice": "synthetic/multiple_choice",
+    "grounded_qa": "synthetic/nextgqa",
+    "counting": "synthetic/numerical",
 }
 TOOL_NAME = "get_video_clip_frame"
 # (event seconds, moving distractors, decoy events, cue window seconds) per difficulty level
