@@ -1,0 +1,310 @@
+"""Hugging Face checkpoints in and out: one declarative table, HF name <-> our param path.
+
+``load_pretrained`` reads ``config.json`` and one or sharded ``*.safetensors`` (with
+``model.safetensors.index.json``) and builds every parameter with
+``jax.make_array_from_callback`` straight into its target sharding: each device shard is cut from
+memory-mapped tensors on the host, so a 7B or 72B checkpoint never sits whole in one host's
+memory. Every name and shape is checked against the table before any array is built.
+
+``export_pretrained`` writes ``config.json`` + safetensors in the hub layout (``model.layers.*``,
+``visual.*``) that transformers and vLLM load.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vital_jax.models.qwen2_5_vl import modeling
+from vital_jax.models.qwen2_5_vl.config import ModelConfig
+from vital_jax.models.safetensors_io import SafetensorsError, SafetensorsFile, save_file
+
+
+class CheckpointError(ValueError):
+    """Missing/extra/mis-shaped tensors; the message names the tensor and the directory."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """HF tensor ``hf`` ({i} = layer) <-> param ``path``.
+
+    ``kind``: ``"copy"`` (reshape only) or ``"linear"``: HF stores ``[out, in...]``, we store
+    ``[in..., out...]`` with ``n_in`` leading input dims (``w.reshape(out, -1).T.reshape(ours)``).
+    """
+
+    hf: str
+    path: tuple[str, ...]
+    kind: str = "copy"
+    n_in: int = 1
+    hf_shape: Callable[[ModelConfig], tuple[int, ...]] | None = None  # export shape when not 2D/1D
+
+
+def _rules(cfg: ModelConfig) -> list[Rule]:
+    v = cfg.vision
+    R = Rule
+    rules = [
+        R("model.embed_tokens.weight", ("embed",)),
+        R("model.norm.weight", ("final_norm",)),
+        R("visual.patch_embed.proj.weight", ("vision", "patch_kernel"), "linear",
+          hf_shape=lambda c: (c.vision.hidden_size, c.vision.in_channels, c.vision.temporal_patch_size,
+                              c.vision.patch_size, c.vision.patch_size)),
+        R("visual.merger.ln_q.weight", ("vision", "merger_norm")),
+        R("visual.merger.mlp.0.weight", ("vision", "merger_fc1_kernel"), "linear"),
+        R("visual.merger.mlp.0.bias", ("vision", "merger_fc1_bias")),
+        R("visual.merger.mlp.2.weight", ("vision", "merger_fc2_kernel"), "linear"),
+        R("visual.merger.mlp.2.bias", ("vision", "merger_fc2_bias")),
+    ]
+    if not cfg.text.tie_word_embeddings:
+        rules.append(R("lm_head.weight", ("lm_head",), "linear"))
+    t = "model.layers.{i}."
+    L = ("layers",)
+    rules += [
+        R(t + "input_layernorm.weight", L + ("attn_norm",)),
+        R(t + "self_attn.q_proj.weight", L + ("q_kernel",), "linear"),
+        R(t + "self_attn.q_proj.bias", L + ("q_bias",)),
+        R(t + "self_attn.k_proj.weight", L + ("k_kernel",), "linear"),
+        R(t + "self_attn.k_proj.bias", L + ("k_bias",)),
+        R(t + "self_attn.v_proj.weight", L + ("v_kernel",), "linear"),
+        R(t + "self_attn.v_proj.bias", L + ("v_bias",)),
+        R(t + "self_attn.o_proj.weight", L + ("o_kernel",), "linear", n_in=2),
+        R(t + "post_attention_layernorm.weight", L + ("mlp_norm",)),
+        R(t + "mlp.gate_proj.weight", L + ("gate_kernel",), "linear"),
+        R(t + "mlp.up_proj.weight", L + ("up_kernel",), "linear"),
+        R(t + "mlp.down_proj.weight", L + ("down_kernel",), "linear"),
+    ]
+    b = "visual.blocks.{i}."
+    V = ("vision", "blocks")
+    rules += [
+        R(b + "norm1.weight", V + ("norm1",)),
+        R(b + "norm2.weight", V + ("norm2",)),
+        R(b + "attn.qkv.weight", V + ("qkv_kernel",), "linear"),
+        R(b + "attn.qkv.bias", V + ("qkv_bias",)),
+        R(b + "attn.proj.weight", V + ("proj_kernel",), "linear", n_in=2),
+        R(b + "attn.proj.bias", V + ("proj_bias",)),
+        R(b + "mlp.gate_proj.weight", V + ("gate_kernel",), "linear"),
+        R(b + "mlp.gate_proj.bias", V + ("gate_bias",)),
+        R(b + "mlp.up_proj.weight", V + ("up_kernel",), "linear"),
+        R(b + "mlp.up_proj.bias", V + ("up_bias",)),
+        R(b + "mlp.down_proj.weight", V + ("down_kernel",), "linear"),
+        R(b + "mlp.down_proj.bias", V + ("down_bias",)),
+    ]
+    del v
+    return rules
+
+
+def _n_layers(cfg: ModelConfig, rule: Rule) -> int | None:
+    if "{i}" not in rule.hf:
+        return None
+    return cfg.vision.depth if rule.path[0] == "vision" else cfg.text.num_layers
+
+
+# transformers 5.x writes "model.language_model.*" / "model.visual.*"; the hub uses "model.*" / "visual.*".
+_ALIASES = [(re.compile(r"^model\.language_model\."), "model."), (re.compile(r"^model\.visual\."), "visual.")]
+
+
+def canonical_name(name: str) -> str:
+    for pat, rep in _ALIASES:
+        if pat.match(name):
+            return pat.sub(rep, name, count=1)
+    return name
+
+
+def hf_to_ours(rule: Rule, w: np.ndarray, our_shape: tuple[int, ...]) -> np.ndarray:
+    if rule.kind == "linear":
+        return np.asarray(w).reshape(w.shape[0], -1).T.reshape(our_shape)
+    return np.asarray(w).reshape(our_shape)
+
+
+def ours_to_hf(rule: Rule, w: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+    if rule.kind == "linear":
+        n_in = int(np.prod(w.shape[:rule.n_in]))
+        out = w.reshape(n_in, -1).T
+        return out.reshape(rule.hf_shape(cfg)) if rule.hf_shape else out
+    return w  # the caller reshapes to the HF shape (flattens stacked-head biases)
+
+
+def _get(tree: dict, path: tuple[str, ...]):
+    for k in path:
+        tree = tree[k]
+    return tree
+
+
+def _set(tree: dict, path: tuple[str, ...], value) -> None:
+    for k in path[:-1]:
+        tree = tree.setdefault(k, {})
+    tree[path[-1]] = value
+
+
+class _Index:
+    """Name -> file over one or several safetensors files of a checkpoint directory."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        index = directory / "model.safetensors.index.json"
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError) as e:
+                raise CheckpointError(f"{index}: not a valid safetensors index ({e})") from e
+            files = sorted(set(weight_map.values()))
+        else:
+            files = sorted(p.name for p in directory.glob("*.safetensors"))
+            if not files:
+                raise CheckpointError(f"{directory}: no *.safetensors files and no model.safetensors.index.json")
+            weight_map = None
+        self.files: dict[str, SafetensorsFile] = {}
+        for f in files:
+            p = directory / f
+            if not p.is_file():
+                raise CheckpointError(f"{directory}: index lists {f} but the file is missing")
+            try:
+                self.files[f] = SafetensorsFile(p)
+            except SafetensorsError as e:
+                raise CheckpointError(str(e)) from e
+        self.where: dict[str, tuple[str, str]] = {}  # canonical name -> (file, stored name)
+        for f, sf in self.files.items():
+            for name in sf.names():
+                if weight_map is not None and weight_map.get(name) not in (None, f):
+                    continue
+                canon = canonical_name(name)
+                if canon in self.where:
+                    raise CheckpointError(f"{directory}: tensor {canon!r} appears twice ({self.where[canon][0]}, {f})")
+                self.where[canon] = (f, name)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        f, stored = self.where[name]
+        return self.files[f].shape(stored)
+
+    def get(self, name: str) -> np.ndarray:
+        f, stored = self.where[name]
+        return self.files[f].get(stored)
+
+
+def _expected(cfg: ModelConfig, abstract: dict) -> dict[str, tuple[Rule, int | None, tuple[int, ...]]]:
+    """HF name -> (rule, layer or None, expected HF shape)."""
+    out = {}
+    for rule in _rules(cfg):
+        ours = _get(abstract, rule.path).shape
+        n = _n_layers(cfg, rule)
+        one = ours[1:] if n is not None else ours
+        if rule.kind == "linear":
+            n_in = int(np.prod(one[:rule.n_in]))
+            hf_shape = rule.hf_shape(cfg) if rule.hf_shape else (int(np.prod(one)) // n_in, n_in)
+        else:
+            # HF biases are flat; ours keep the head axes ([H, d], [3, H, d])
+            hf_shape = (int(np.prod(one)),) if rule.hf.endswith(".bias") else tuple(one)
+        for i in range(n) if n is not None else [None]:
+            out[rule.hf.format(i=i)] = (rule, i, tuple(hf_shape))
+    return out
+
+
+def load_pretrained(path: str | Path, *, config: ModelConfig | None = None, mesh=None,
+                    strict: bool = True, dtype: str | None = None) -> tuple[ModelConfig, dict]:
+    """``(config, params)`` from an HF-format Qwen2.5-VL directory.
+
+    With ``mesh`` every parameter is created directly with its NamedSharding from the logical
+    rules; without one it lands on the default device. ``dtype`` overrides the param dtype.
+    """
+    directory = Path(path)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: not a directory")
+    if config is None:
+        config = ModelConfig.from_hf_file(directory / "config.json", strict=strict)
+    if dtype is not None:
+        config = config.with_runtime(param_dtype=dtype)
+    idx = _Index(directory)
+    abstract = modeling.abstract_params(config)
+    expected = _expected(config, abstract)
+
+    missing = sorted(set(expected) - set(idx.where))
+    extra = sorted(set(idx.where) - set(expected))
+    if config.text.tie_word_embeddings and "lm_head.weight" in extra:
+        extra.remove("lm_head.weight")  # some writers keep the tied copy; the embedding is used
+    if missing:
+        raise CheckpointError(f"{directory}: missing tensor(s) {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+    if extra and strict:
+        raise CheckpointError(f"{directory}: unexpected tensor(s) {extra[:8]}{' ...' if len(extra) > 8 else ''}")
+    for name, (_, _, shape) in expected.items():
+        if idx.shape(name) != shape:
+            raise CheckpointError(
+                f"{directory}: tensor {name!r} ({idx.where[name][0]}) has shape {list(idx.shape(name))}, "
+                f"config expects {list(shape)}"
+            )
+
+    if mesh is not None:
+        shardings = modeling.param_shardings(config, mesh)
+    else:
+        dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        shardings = jax.tree.map(lambda _: dev, abstract)
+
+    by_path: dict[tuple, list] = {}
+    for name, (rule, i, _) in expected.items():
+        by_path.setdefault(rule.path, []).append((i, name, rule))
+
+    params: dict = {}
+    for path, entries in by_path.items():
+        target = _get(abstract, path)
+        np_dtype = np.dtype(target.dtype)
+
+        def block(index, entries=entries, target=target, np_dtype=np_dtype):
+            # index: tuple of slices over the target shape; stacked params read layer by layer.
+            if entries[0][0] is None:
+                (_, name, rule), = entries
+                return hf_to_ours(rule, idx.get(name), target.shape)[index].astype(np_dtype)
+            layer_slice, rest = index[0], index[1:]
+            layers = range(target.shape[0])[layer_slice]
+            order = {i: (n, r) for i, n, r in entries}
+            return np.stack([
+                hf_to_ours(order[i][1], idx.get(order[i][0]), target.shape[1:])[rest].astype(np_dtype)
+                for i in layers
+            ])
+
+        _set(params, path, jax.make_array_from_callback(target.shape, _get(shardings, path), block))
+    return config, params
+
+
+def export_pretrained(config: ModelConfig, params: dict, path: str | Path, *,
+                      max_shard_bytes: int = 4 * 2**30, dtype: str | None = None) -> Path:
+    """Write ``config.json`` + safetensors (sharded above ``max_shard_bytes``) in the hub layout."""
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    np_dtype = None if dtype is None else np.dtype(jnp.dtype(dtype))
+    abstract = modeling.abstract_params(config)
+    expected = _expected(config, abstract)
+    shards: list[dict[str, np.ndarray]] = [{}]
+    size = 0
+    for name, (rule, i, shape) in expected.items():
+        arr = np.asarray(jax.device_get(_get(params, rule.path)))
+        if i is not None:
+            arr = arr[i]
+        w = ours_to_hf(rule, arr, config).reshape(shape)
+        if np_dtype is not None:
+            w = w.astype(np_dtype)
+        if size + w.nbytes > max_shard_bytes and shards[-1]:
+            shards.append({})
+            size = 0
+        shards[-1][name] = w
+        size += w.nbytes
+    cfg_dict = config.to_hf_dict()
+    if np_dtype is not None:
+        cfg_dict["dtype"] = str(np_dtype) if np_dtype != np.dtype(jnp.bfloat16) else "bfloat16"
+    (directory / "config.json").write_text(json.dumps(cfg_dict, indent=2))
+    if len(shards) == 1:
+        save_file(shards[0], directory / "model.safetensors")
+    else:
+        weight_map = {}
+        for k, shard in enumerate(shards):
+            fname = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, directory / fname)
+            weight_map.update({n: fname for n in shard})
+        total = sum(a.nbytes for s in shards for a in s.values())
+        (directory / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    return directory

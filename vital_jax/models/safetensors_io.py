@@ -1,0 +1,94 @@
+"""Minimal safetensors reading/writing on NumPy memory maps, bfloat16 included.
+
+The ``safetensors`` package's NumPy backend cannot represent bfloat16 (the dtype of every real
+Qwen2.5-VL checkpoint), so we read the format directly: an 8-byte little-endian header length, a
+JSON header ``{name: {dtype, shape, data_offsets}}``, then the raw bytes. Tensors are memory
+mapped, so reading one never loads the whole file.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+
+_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+}
+_NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
+
+
+class SafetensorsError(ValueError):
+    pass
+
+
+class SafetensorsFile:
+    """Lazy view of one ``.safetensors`` file: ``names()``, ``shape(name)``, ``get(name)``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read(8)
+                if len(raw) != 8:
+                    raise SafetensorsError(f"{self.path}: truncated (no header)")
+                (n,) = struct.unpack("<Q", raw)
+                if n > 100 * 2**20:
+                    raise SafetensorsError(f"{self.path}: header length {n} is absurd; not a safetensors file")
+                if 8 + n > self.path.stat().st_size:
+                    raise SafetensorsError(f"{self.path}: truncated (header runs past the end of the file)")
+                header = json.loads(f.read(n))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise SafetensorsError(f"{self.path}: cannot read safetensors header ({e})") from e
+        self.metadata = header.pop("__metadata__", {}) or {}
+        self._header = header
+        self._base = 8 + n
+        self._mm = None
+        size = self.path.stat().st_size
+        for name, info in header.items():
+            if info["dtype"] not in _DTYPES:
+                raise SafetensorsError(f"{self.path}: tensor {name!r} has unsupported dtype {info['dtype']}")
+            if self._base + info["data_offsets"][1] > size:
+                raise SafetensorsError(f"{self.path}: tensor {name!r} runs past the end of the file (truncated?)")
+
+    def names(self) -> list[str]:
+        return list(self._header)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._header[name]["shape"])
+
+    def dtype(self, name: str) -> np.dtype:
+        return np.dtype(_DTYPES[self._header[name]["dtype"]])
+
+    def get(self, name: str) -> np.ndarray:
+        """A read-only memory-mapped array (copy it before writing)."""
+        if self._mm is None:
+            self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
+        info = self._header[name]
+        b, e = info["data_offsets"]
+        buf = self._mm[self._base + b:self._base + e]
+        return buf.view(_DTYPES[info["dtype"]]).reshape(info["shape"])
+
+
+def save_file(tensors: dict[str, np.ndarray], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    header, offset, order = {}, 0, []
+    for name, arr in tensors.items():
+        arr = np.ascontiguousarray(arr)
+        if arr.dtype not in _NAMES:
+            raise SafetensorsError(f"cannot save tensor {name!r} of dtype {arr.dtype}")
+        header[name] = {"dtype": _NAMES[arr.dtype], "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + arr.nbytes]}
+        offset += arr.nbytes
+        order.append(arr)
+    header["__metadata__"] = {"format": "pt", **(metadata or {})}
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # keep data 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for arr in order:
+            f.write(arr.tobytes())
