@@ -107,6 +107,15 @@ def _check_eps(epsilon, epsilon_high):
     return hi
 
 
+def _dual_clip(loss, adv, clip_c):
+    """Dual clip: cap the loss of negative-advantage samples at ``-A·c`` (huge ratios)."""
+    if clip_c is None:
+        return loss
+    if clip_c <= 1.0:
+        raise ValueError(f"policy loss: dual-clip `clip_c` must be > 1, got {clip_c}")
+    return jnp.where(adv < 0, jnp.minimum(loss, -adv * clip_c), loss)
+
+
 def _ppo_clip(
     x: LossInputs,
     *,
@@ -127,12 +136,9 @@ def _ppo_clip(
     metrics = _common_metrics(x, log_ratio)
     metrics["clip_fraction"] = _masked_mean((clipped > unclipped).astype(loss.dtype), x.mask)
     if clip_c is not None:
-        if clip_c <= 1.0:
-            raise ValueError(f"policy loss: dual-clip `clip_c` must be > 1, got {clip_c}")
-        bound = -adv * clip_c  # caps the loss of negative-advantage tokens with huge ratios
-        dual = (adv < 0) & (loss > bound)
+        dual = (adv < 0) & (loss > -adv * clip_c)
         metrics["dual_clip_fraction"] = _masked_mean(dual.astype(loss.dtype), x.mask)
-        loss = jnp.where(adv < 0, jnp.minimum(loss, bound), loss)
+    loss = _dual_clip(loss, adv, clip_c)
     loss = loss * x.is_weight
     pg = aggregate(aggregation, loss, x.mask, max_length=max_length, token_count=token_count)
     return pg, metrics
@@ -191,6 +197,7 @@ def gspo_loss(
     *,
     epsilon: float = 3e-4,
     epsilon_high: float | None = 4e-4,
+    clip_c: float | None = None,
     aggregation: str = "seq_mean_token_mean",
     max_length: int | None = None,
     token_count=None,
@@ -199,6 +206,7 @@ def gspo_loss(
 
         s_i = exp( Σ_t m·(logp - old_logp) / Σ_t m )
         ℓ_i = max(-A_i·s_i, -A_i·clip(s_i, 1-ε, 1+ε_high))     (ε = 3e-4, ε_high = 4e-4)
+        dual clip (clip_c = c > 1): ℓ_i = min(ℓ_i, -A_i·c) where A_i < 0
         loss = aggregate(ℓ_i broadcast over the row's tokens · w_IS)   (default: mean over rows)
 
     Empty rows have s = 1 and are left out by the default aggregation.
@@ -212,6 +220,7 @@ def gspo_loss(
     unclipped = -adv * s
     clipped = -adv * jnp.clip(s, 1.0 - epsilon, 1.0 + eps_hi)
     seq_loss = jnp.maximum(unclipped, clipped)  # [N]
+    seq_loss = _dual_clip(seq_loss, adv, clip_c)
     loss = seq_loss[:, None] * x.is_weight
     pg = aggregate(aggregation, loss, x.mask, max_length=max_length, token_count=token_count)
     metrics = _common_metrics(x, log_ratio)
