@@ -1,0 +1,24 @@
+"""``vital convert``: Hugging Face Qwen2.5-VL directory -> vital_jax model checkpoint (Orbax)."""
+
+from __future__ import annotations
+
+
+def add_arguments(p):
+    p.add_argument("--hf", required=True, help="HF directory: config.json + *.safetensors (sharded or not)")
+    p.add_argument("--out", required=True, help="output checkpoint directory (config.json + params/)")
+    p.add_argument("--dtype", default=None, help="parameter dtype, e.g. bfloat16 (default: float32)")
+
+
+def run(args) -> int:
+    from vital_jax.cli import CommandError
+    from vital_jax.models.checkpoint import ModelCheckpointError, save_model
+    from vital_jax.models.qwen2_5_vl import CheckpointError, ConfigError, load_pretrained
+
+    try:
+        config, params = load_pretrained(args.hf, dtype=args.dtype)
+        out = save_model(args.out, config, params)
+    except (CheckpointError, ConfigError, ModelCheckpointError) as e:
+        raise CommandError(str(e)) from e
+    n = sum(x.size for x in __import__("jax").tree.leaves(params))
+    print(f"wrote {out} ({n / 1e6:.1f}M parameters, {config.runtime.param_dtype})")
+    return 0
