@@ -1,0 +1,111 @@
+"""Append-only rendering: incremental ids == full render == tokenising the full text."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vital_jax.prompt import ChatRenderer, Conversation, Message, Vision
+from vital_jax.prompt.templates import CLIP_TOOL_SCHEMA
+
+CALL = '<think>I should look closer.</think> <tool_call>{"name": "get_video_clip_frame", "arguments": {"start_time": 10.0, "end_time": 20.5}}</tool_call>'
+FINAL = "<think>The dog jumps.</think> <answer>B</answer>"
+
+
+def rollout(r, tool_ok=True):
+    c = Conversation(r, "What happens after the dog jumps?", Vision("video", 24), duration=125.5, use_tool=True)
+    steps = [list(c.ids)]
+    steps.append(c.add_assistant(CALL))
+    steps.append(c.add_tool_result(10.0, 20.5, Vision("video", 12)) if tool_ok else c.add_tool_error("Error: invalid window."))
+    steps.append(c.add_assistant(FINAL))
+    steps.append(c.finish())
+    return c, steps
+
+
+@pytest.mark.parametrize("tool_ok", [True, False])
+def test_incremental_equals_full_render(renderer, tool_ok):
+    c, steps = rollout(renderer, tool_ok)
+    full = renderer.render(c.messages)
+    assert sum(steps, []) == c.ids == full.ids.tolist()
+    assert c.loss_mask == full.loss_mask.tolist()
+    assert renderer.tok.encode(renderer.render_text(c.messages)) == c.ids
+
+
+def test_tool_turn_layout_qwen(qwen_tok):
+    r = ChatRenderer(qwen_tok)
+    obs = r.tool_result_ids(10.0, 20.5, Vision("video", 3))
+    text = qwen_tok.decode(obs)
+    assert text == (
+        "<|im_end|>\n<|im_start|>tool\n<|vision_start|>" + "<|video_pad|>" * 3
+        + "<|vision_end|>Video clip from 10.00 to 20.50 seconds.<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert obs[:2] == [151645, 198]  # the newline after <|im_end|> is kept
+    assert obs.count(151656) == 3 and obs.count(151652) == 1 and obs.count(151653) == 1
+
+
+def test_prompt_contents_and_mask(qwen_tok):
+    r = ChatRenderer(qwen_tok)
+    p = r.prompt("Q?", Vision("video", 5), duration=12.5, use_tool=True)
+    text = qwen_tok.decode(p.ids)
+    assert text.startswith("<|im_start|>system\nYou are a helpful assistant.\n\n# Tools")
+    assert '"name": "get_video_clip_frame"' in text and "<tools>" in text and "</tools>" in text
+    assert "The video lasts 12.50 seconds. Q?" in text and text.endswith("<|im_start|>assistant\n")
+    assert p.loss_mask.sum() == 0 and p.visuals == (Vision("video", 5),)
+    no_tool = qwen_tok.decode(r.prompt("Q?", Vision("video", 5), duration=12.5, use_tool=False).ids)
+    assert "<tools>" not in no_tool and "get_video_clip_frame" not in no_tool
+    img = qwen_tok.decode(r.prompt("Q?", Vision("image", 4), duration=None, use_tool=False).ids)
+    assert img.count("<|image_pad|>") == 4 and "video lasts" not in img
+    c, _ = rollout(r)
+    mask = np.array(c.loss_mask, bool)
+    trained = qwen_tok.decode(np.array(c.ids)[mask].tolist())
+    assert trained == CALL + FINAL + "<|im_end|>"
+
+
+def test_tool_must_follow_assistant(qwen_tok):
+    r = ChatRenderer(qwen_tok)
+    with pytest.raises(ValueError, match="tool turn must follow"):
+        r.render([Message("user", "hi"), Message("tool", "x")])
+
+
+# text that a model could emit: printable, not starting with whitespace (see render.py caveat)
+_piece = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=8) | st.sampled_from(
+    ["\n", " ", "<think>", "</think>", "<tool_call>", "</tool_call>", "<answer>", "</answer>", "{\"a\": 1}"]
+)
+assistant_text = st.lists(_piece, min_size=1, max_size=6).map("".join).filter(
+    lambda s: bool(s) and not s[0].isspace() and "<|" not in s
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    turns=st.lists(st.tuples(assistant_text, st.integers(1, 30), st.booleans()), min_size=1, max_size=3),
+    final=assistant_text,
+    question=st.text(max_size=30).filter(lambda s: "<|" not in s),
+    use_tool=st.booleans(),
+)
+def test_append_only_property(qwen_tok, turns, final, question, use_tool):
+    r = ChatRenderer(qwen_tok)
+    c = Conversation(r, question, Vision("video", 7), duration=33.0, use_tool=use_tool)
+    checkpoints = [(len(c.messages), list(c.ids))]
+    for text, n, ok in turns:
+        c.add_assistant(text)
+        checkpoints.append((len(c.messages), list(c.ids)))
+        c.add_tool_result(1.0, 2.5, Vision("video", n)) if ok else c.add_tool_error(f"Error: {text[:5]}")
+        checkpoints.append((len(c.messages), list(c.ids)))
+    c.add_assistant(final)
+    c.finish()
+    full = r.render(c.messages)
+    assert full.ids.tolist() == c.ids and full.loss_mask.tolist() == c.loss_mask
+    for m, ids in checkpoints:
+        # a full render of the first m messages is what the sampler held after that turn ...
+        part = r.render(c.messages[:m], add_generation_prompt=True, close_last_assistant=False)
+        assert part.ids.tolist() == ids
+        # ... and it is a prefix of everything after it
+        assert c.ids[: len(ids)] == ids
+    assert qwen_tok.encode(r.render_text(c.messages)) == c.ids
+
+
+def test_custom_tools_and_system(small_tok):
+    r = ChatRenderer(small_tok, system="Be brief.", tools=[CLIP_TOOL_SCHEMA, {"type": "function", "function": {"name": "noop"}}])
+    text = small_tok.decode(r.prompt("q", None, duration=3.0, use_tool=True).ids)
+    assert text.startswith("<|im_start|>system\nBe brief.") and '"name": "noop"' in text
