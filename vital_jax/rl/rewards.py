@@ -292,7 +292,7 @@ def _gold_span(solution: Any) -> tuple[float, float]:
     if isinstance(solution, str):
         span = parse_span(solution)
         if span is None:
-            raise ValueError(f"reward: no (start, end) pair in grounding solution {solution!r}")
+            raise ValueError(f"reward: no (start, end) span in grounding solution {solution!r}")
         return span
     if isinstance(solution, Sequence) and len(solution) == 2:
         start, end = float(solution[0]), float(solution[1])
