@@ -24,7 +24,7 @@ def _rewards(seed, p, g, kind):
     return r.astype(np.float32)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     seed=st.integers(0, 2**31 - 1),
     p=st.integers(1, 5),

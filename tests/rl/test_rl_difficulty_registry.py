@@ -90,3 +90,18 @@ def test_every_registered_function_states_its_formula():
     assert rl.POLICY_LOSSES.names() == ["bnpo", "dapo", "drgrpo", "grpo", "gspo", "reg_grpo"]
     assert rl.ADVANTAGES.names() == ["dgrpo", "drgrpo", "grpo", "rloo"]
     assert rl.KL_ESTIMATORS.names() == ["k1", "k2", "k3"]
+
+
+def test_docs_example_runs():
+    """The README section (docs/rl.md) carries a runnable example: run it."""
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parents[2] / "docs" / "rl.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    assert len(blocks) == 1
+    namespace: dict = {}
+    exec(compile(blocks[0], "docs/rl.md", "exec"), namespace)  # noqa: S102
+    assert np.isfinite(float(namespace["loss"])) and np.isfinite(float(namespace["reg_loss"]))
+    assert namespace["scores"][0][3]["hack"] == 1.0
+    assert len(namespace["decisions"]) == 2

@@ -286,3 +286,23 @@ def test_kl_term_is_beta_times_token_mean():
     kl_mean = (kl_tok * b["mask"]).sum() / b["mask"].sum()
     np.testing.assert_allclose(float(with_kl) - float(base), 0.1 * kl_mean, rtol=1e-5)
     np.testing.assert_allclose(float(m["kl_loss"]), 0.1 * kl_mean, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["grpo", "drgrpo", "gspo", "reg_grpo"])
+def test_sharded_batch_equals_unsharded(mesh222, name):
+    """Rows sharded over (data, fsdp) and time over tensor: the token mean is still global."""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    b = make_batch(11, 2, 4, 8)  # N = 8 rows, T = 8
+    b.pop("sampler_logp")
+    g = b.pop("group_size")
+    f = jax.jit(functools.partial(rl.policy_loss, name, group_size=g, beta=0.02))
+    expected, em = f(**b)
+    rows_time = NamedSharding(mesh222, P(("data", "fsdp"), "tensor"))
+    rows = NamedSharding(mesh222, P(("data", "fsdp")))
+    sharded = {k: jax.device_put(v, rows if v.ndim == 1 else rows_time) for k, v in b.items()}
+    got, gm = f(**sharded)
+    np.testing.assert_allclose(float(got), float(expected), rtol=1e-6, atol=1e-7)
+    for k in em:
+        np.testing.assert_allclose(float(gm[k]), float(em[k]), rtol=1e-5, atol=1e-7, err_msg=k)
