@@ -235,6 +235,16 @@ def test_degenerate_inputs_are_finite(name):
             assert np.all(np.asarray(g) == 0.0)
 
 
+def test_bfloat16_inputs_compute_in_float32():
+    b = make_batch(6, 2, 2, 5)
+    b.pop("sampler_logp")
+    low = {k: (v.astype(jnp.bfloat16) if k in ("logp", "old_logp", "ref_logp") else v) for k, v in b.items()}
+    loss, m = rl.policy_loss("grpo", beta=0.01, **low)
+    assert loss.dtype == jnp.float32 and all(v.dtype == jnp.float32 for v in m.values())
+    up = {k: (np.asarray(v, np.float32) if k in ("logp", "old_logp", "ref_logp") else v) for k, v in low.items()}
+    np.testing.assert_allclose(float(loss), float(rl.policy_loss("grpo", beta=0.01, **up)[0]), rtol=1e-6)
+
+
 def test_reg_grpo_matches_the_paper_form():
     # G = 3, one group; ρ_i = Σ_t (logp - old): choose rows so ρ = (1, 2, 3) exactly.
     logp = np.array([[1.0, 0.0], [1.0, 1.0], [2.0, 1.0]], np.float32)

@@ -127,6 +127,10 @@ def test_reward_errors_name_the_problem():
         rl.reward("multiple_choice", T + "<answer>A</answer>", {"letter": "A"})
     with pytest.raises(ValueError, match="num_tool_calls"):
         rl.reward("multiple_choice", T + "<answer>A</answer>", "A", num_tool_calls=-1)
+    with pytest.raises(ValueError, match="not a grounding source"):
+        rl.reward("multiple_choice", T + "<answer>A</answer>", "A", iou_scale=(0.2, 0.8))
+    with pytest.raises(ValueError, match="b > a"):
+        rl.reward("charades", T + "<answer>1 - 2</answer>", [1, 2], iou_scale=(0.5, 0.5))
     with pytest.raises(TypeError, match="unexpected keyword"):
         rl.reward("multiple_choice", T + "<answer>A</answer>", "A", tool_bonsu=1.0)
 

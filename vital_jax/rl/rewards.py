@@ -341,12 +341,20 @@ def reward(
         response = "\n".join(response)
     if int(num_tool_calls) != num_tool_calls or num_tool_calls < 0:
         raise ValueError(f"reward: num_tool_calls must be a non-negative int, got {num_tool_calls!r}")
-    scale = iou_scale if iou_scale is not None else spec.iou_scale
+    scale = spec.iou_scale
+    if iou_scale is not None:
+        if scale is None:
+            raise ValueError(f"reward: iou_scale given, but {spec.name!r} is not a grounding source")
+        a, b = (float(v) for v in iou_scale)
+        if not b > a:
+            raise ValueError(f"reward: iou_scale (a, b) needs b > a, got {iou_scale!r}")
+        scale = (a, b)
 
     out = {"total": 0.0, "format": 0.0, "tool": 0.0}
     kind = spec.accuracy
     if kind is not None:
-        gold = _gold_answer(solution) if spec.iou_scale is None or isinstance(solution, dict) else str(solution)
+        # grounded QA may carry answer and span in one string (VITAL's data); QA needs the answer
+        gold = _gold_answer(solution) if scale is None or isinstance(solution, dict) else str(solution)
         if kind == "auto":
             kind = "multiple_choice" if _is_letter(gold) else "free_form"
         out["accuracy"] = 0.0
