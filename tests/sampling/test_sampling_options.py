@@ -11,7 +11,7 @@ from vital_jax.sampling import Sampler, SamplerConfig, SamplingOptions, Segment,
 def _sp(B, V, **kw):
     base = dict(temperature=np.ones(B, np.float32), top_k=np.zeros(B, np.int32), top_p=np.ones(B, np.float32),
                 repetition_penalty=np.ones(B, np.float32), stop_ids=np.full(2, -1, np.int32),
-                stop_seqs=np.full((1, 2), -1, np.int32))
+                stop_seqs=np.full((1, 2), -1, np.int32), forced=np.full((B, 1), -1, np.int32))
     base.update({k: np.asarray(v, base[k].dtype) for k, v in kw.items()})
     return core.SamplingParams(**base)
 

@@ -70,7 +70,9 @@ class SamplingParams(NamedTuple):
     temperature [B] f32 (0 = greedy), top_k [B] int32 (0 = off), top_p [B] f32 (1 = off),
     repetition_penalty [B] f32 (1 = off; HF/vLLM rule: divide positive logits of seen tokens,
     multiply negative ones), stop_ids [Nt] int32 (-1 = unused), stop_seqs [Ns, T] int32,
-    right-aligned, -1 left padding (an all -1 row is unused).
+    right-aligned, -1 left padding (an all -1 row is unused); forced [B, F] int32: token j of
+    this decode call for row b is ``forced[b, j]`` when >= 0 (a scripted policy / prefix
+    forcing: the seam tests and demos use to drive the tool loop), -1 = sample.
     """
 
     temperature: Array
@@ -79,6 +81,7 @@ class SamplingParams(NamedTuple):
     repetition_penalty: Array
     stop_ids: Array
     stop_seqs: Array
+    forced: Array
 
 
 class DecodeOut(NamedTuple):
@@ -228,8 +231,12 @@ def decode(cfg: ModelConfig, steps: int, capacity: int, params: dict, state: Sam
         step, st, active, _, out = carry
         keys = jax.vmap(jax.random.wrap_key_data)(st.rng)
         split = jax.vmap(lambda k: jax.random.split(k, 2))(keys)                         # [B, 2]
-        tok, lp = sample_tokens(st.last_logits, st.presence, sp, split[:, 1])
+        tok, _ = sample_tokens(st.last_logits, st.presence, sp, split[:, 1])
+        F = sp.forced.shape[1]
+        f = jnp.take_along_axis(sp.forced, jnp.minimum(out.count, F - 1)[:, None], axis=1)[:, 0]
+        tok = jnp.where((out.count < F) & (f >= 0), f, tok)
         tok = jnp.where(active, tok, pad)
+        lp = jnp.take_along_axis(jax.nn.log_softmax(st.last_logits, axis=-1), tok[:, None], axis=-1)[:, 0]
         # feed the token: position next_pos on all three axes, write at slot length
         x = modeling.embed_tokens(cfg, params, tok[:, None], None, None)
         pos = jnp.broadcast_to(st.next_pos[None, :, None], (3, B, 1))
@@ -251,7 +258,7 @@ def decode(cfg: ModelConfig, steps: int, capacity: int, params: dict, state: Sam
         hit_id = jnp.any(tok[:, None] == sp.stop_ids[None, :], axis=-1)
         hit_seq = _stop_seq_hit(tail, sp.stop_seqs)
         why = jnp.where(hit_id, STOP_TOKEN, jnp.where(hit_seq, STOP_SEQ, jnp.where(
-            count >= budget, BUDGET, jnp.where(st.length >= capacity, LENGTH, RUNNING))))
+            st.length >= capacity, LENGTH, jnp.where(count >= budget, BUDGET, RUNNING))))
         ends = active & (why != RUNNING)
         out = DecodeOut(
             tokens=out.tokens.at[:, step].set(tok),

@@ -48,6 +48,7 @@ class SamplerConfig:
     max_visual_tokens: merged visual tokens one extend call may carry (all rows together).
     decode_steps: tokens per decode call (the ``while_loop`` bound).
     stop_seq_len / max_stop_seqs / max_stop_ids: capacity of the stop tables.
+    max_forced_tokens: capacity of the forced-token table (scripted policies; 1 = unused).
     """
 
     batch_size: int = 1
@@ -59,6 +60,7 @@ class SamplerConfig:
     stop_seq_len: int = 8
     max_stop_seqs: int = 16
     max_stop_ids: int = 4
+    max_forced_tokens: int = 1
 
     def __post_init__(self):
         object.__setattr__(self, "chunk_buckets", tuple(sorted(int(b) for b in self.chunk_buckets)))
@@ -314,8 +316,10 @@ class Sampler:
         return self.extend(self.init_state(seeds), segments, lengths=np.zeros(self.config.batch_size, int), **kw)
 
     # ------------------------------------------------------------------ decode
-    def sampling_params(self, options: SamplingOptions | Sequence[SamplingOptions]) -> core.SamplingParams:
-        """Per-row arrays; stop tables are shared by the batch (the union of the rows')."""
+    def sampling_params(self, options: SamplingOptions | Sequence[SamplingOptions],
+                        forced: Sequence[Sequence[int] | None] | None = None) -> core.SamplingParams:
+        """Per-row arrays; stop tables are shared by the batch (the union of the rows').
+        ``forced[b]``: tokens row b must produce first in the next decode call (scripted policy)."""
         B, c = self.config.batch_size, self.config
         opts = [options] * B if isinstance(options, SamplingOptions) else list(options)
         if len(opts) != B:
@@ -340,8 +344,19 @@ class Sampler:
             top_k=np.asarray([o.top_k for o in opts], np.int32),
             top_p=np.asarray([o.top_p for o in opts], np.float32),
             repetition_penalty=np.asarray([o.repetition_penalty for o in opts], np.float32),
-            stop_ids=ids, stop_seqs=tab,
+            stop_ids=ids, stop_seqs=tab, forced=self._forced(forced),
         )
+
+    def _forced(self, forced) -> np.ndarray:
+        F = self.config.max_forced_tokens
+        out = np.full((self.config.batch_size, F), -1, np.int32)
+        for b, f in enumerate(forced or ()):
+            if f is None or len(f) == 0:
+                continue
+            if len(f) > F:
+                raise SamplerError(f"row {b}: {len(f)} forced tokens exceed max_forced_tokens={F}")
+            out[b, :len(f)] = f
+        return out
 
     def decode(self, state: core.SamplerState, params: core.SamplingParams, budget, *,
                exit_on_stop: bool = False) -> tuple[core.SamplerState, DecodeResult]:
