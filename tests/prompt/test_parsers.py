@@ -110,5 +110,5 @@ def test_format_rule(text, ok):
 @given(a=st.floats(0, 1e4, allow_nan=False), b=st.floats(0, 1e4, allow_nan=False))
 def test_interval_formats_roundtrip(a, b):
     a, b = round(a, 2), round(b, 2)
-    for text in (f"[{a}, {b}]", f"{a} - {b}", f"from {a} to {b} seconds"):
+    for text in (f"[{a}, {b}]", f"({a:.2f}, {b:.2f})", f"{a} - {b}", f"from {a} to {b} seconds"):
         assert parse_interval(text) == (a, b)

@@ -156,13 +156,13 @@ def parse_number(answer: str) -> float | ParseError:
 
 
 _INTERVAL_RES = (
-    re.compile(rf"\[\s*({_NUM})\s*s?\s*,\s*({_NUM})\s*s?\s*\]"),  # [a, b]
+    re.compile(rf"[\[(]\s*({_NUM})\s*s?\s*,\s*({_NUM})\s*s?\s*[\])]"),  # [a, b] or (a, b)
     re.compile(rf"({_NUM})\s*(?:s|sec|secs|seconds)?\s*(?:-|–|—|to|until)\s*({_NUM})", re.IGNORECASE),  # a - b, a to b
 )
 
 
 def parse_interval(answer: str) -> tuple[float, float] | ParseError:
-    """The last ``(start, end)`` pair: "[a, b]", "a - b", "a to b", "from a to b seconds"."""
+    """The last ``(start, end)`` pair: "[a, b]", "(a, b)", "a - b", "a to b", "from a to b seconds"."""
     pairs = []
     for rx in _INTERVAL_RES:
         for m in rx.finditer(answer):
