@@ -9,9 +9,10 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     assert blocks, "README has no python example"
     monkeypatch.chdir(tmp_path)
+    spaces = []
     for code in blocks:
         code = code.replace('"/tmp/tiny_hf"', repr(str(tmp_path / "tiny_hf")))
-        namespace: dict = {}
-        exec(compile(code, "README.md", "exec"), namespace)
-    assert namespace["logits"].shape == (1, 19, 320)
+        spaces.append({})
+        exec(compile(code, "README.md", "exec"), spaces[-1])
+    assert spaces[0]["logits"].shape == (1, 19, 320)
     assert (tmp_path / "tiny_hf" / "config.json").is_file()
