@@ -170,7 +170,8 @@ class Sampler:
         self._decode = jax.jit(functools.partial(core.decode, cfg, c.decode_steps, c.cache_length),
                                donate_argnames=("state",))
         self._encode = jax.jit(functools.partial(core.encode_vision, cfg, c.max_visual_tokens))
-        self._zero_vis = np.zeros((c.max_visual_tokens, cfg.text.hidden_size), np.float32)
+        # a committed device array like the encoder's output: jit keys its cache on that too
+        self._zero_vis = jax.device_put(np.zeros((c.max_visual_tokens, cfg.text.hidden_size), np.float32))
 
     # ------------------------------------------------------------------ sharding
     def _state_shardings(self):
@@ -413,7 +414,8 @@ class Sampler:
         for N in c.chunk_buckets:
             z = np.zeros((B, N), np.int32)
             state = self._extend(self.params, state, z, np.zeros((3, B, N), np.int32), np.zeros(B, np.int32),
-                                 np.zeros(B, np.int32), self._zero_vis, np.full((B, N), -1, np.int32))
+                                 np.zeros(B, np.int32), self._zero_vis, np.full((B, N), -1, np.int32),
+                                 all_logits=False)  # same call signature as extend(): same cache key
         if vision:
             grid = np.asarray([[1, 2, 2]])  # any grid: the compiled shape is the bucket's
             for n in c.vision_buckets:
