@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("vital_jax.models.commands_export", "vital_jax checkpoint -> HF directory (config.json + safetensors)"),
     "synth": ("vital_jax.data.commands_synth", "write the synthetic long-video task suite"),
     "data": ("vital_jax.data.commands_check", "check annotation files: schema, videos, times"),
+    "infer": ("vital_jax.agent.commands_infer", "answer a question about a video with the clip tool; print the transcript"),
     "score": ("vital_jax.eval.commands_score", "benchmark metrics from a predictions JSONL (no model needed)"),
 }
 

@@ -1,0 +1,102 @@
+"""``vital infer``: answer a question about a video with the tool loop and print the transcript.
+
+``--ckpt`` is an HF-format Qwen2.5-VL directory (config.json + safetensors, readable by
+``vital_jax.load_pretrained``) that also holds the tokenizer (tokenizer.json, or vocab.json +
+merges.txt). Runs one episode through the same KV-cached sampler and tool loop as RL rollouts.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def add_arguments(p) -> None:
+    p.description = (__doc__ or "").strip()
+    p.add_argument("--ckpt", required=True, help="HF-format Qwen2.5-VL directory (config.json, *.safetensors) "
+                   "with its tokenizer (tokenizer.json or vocab.json + merges.txt)")
+    p.add_argument("--video", required=True, help="video file")
+    p.add_argument("--question", required=True, help="question text")
+    p.add_argument("--no-tools", action="store_true", help="answer without the clip tool")
+    p.add_argument("--max-turns", type=int, default=3, help="assistant turns at most (default 3)")
+    p.add_argument("--max-new-tokens", type=int, default=512, help="tokens per assistant turn (default 512)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--repetition-penalty", type=float, default=1.05)
+    p.add_argument("--cache-length", type=int, default=16384, help="context limit in tokens (default 16384)")
+    p.add_argument("--max-pixels", type=int, default=None, help="per-frame pixel cap of the question video")
+    p.add_argument("--max-frames", type=int, default=None, help="frame cap of the question video")
+    p.add_argument("--timestamps", action="store_true", help="draw timestamps on clip frames")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _check(args):
+    from vital_jax.cli import CommandError
+
+    if not os.path.isdir(args.ckpt):
+        raise CommandError(f"--ckpt {args.ckpt}: not a directory")
+    if not os.path.isfile(os.path.join(args.ckpt, "config.json")):
+        raise CommandError(f"--ckpt {args.ckpt}: no config.json (expected an HF-format Qwen2.5-VL directory)")
+    if not os.path.isfile(args.video):
+        raise CommandError(f"--video {args.video}: no such file")
+    if not args.question.strip():
+        raise CommandError("--question is empty")
+    if args.max_turns < 1 or args.max_new_tokens < 1 or args.cache_length < 64:
+        raise CommandError("--max-turns and --max-new-tokens must be >= 1, --cache-length >= 64")
+    if args.temperature < 0 or not 0 < args.top_p <= 1 or args.repetition_penalty <= 0:
+        raise CommandError("need --temperature >= 0, 0 < --top-p <= 1, --repetition-penalty > 0")
+
+
+def run(args) -> int:
+    _check(args)
+    from vital_jax.agent.loop import AgentConfig, EpisodeRequest, run_episodes
+    from vital_jax.cli import CommandError
+    from vital_jax.models.qwen2_5_vl import CheckpointError, ConfigError, load_pretrained
+    from vital_jax.prompt import ChatRenderer, TokenizerError, load_tokenizer
+    from vital_jax.sampling import Sampler, SamplerConfig, SamplingOptions
+    from vital_jax.video.errors import VideoError
+
+    try:
+        tok = load_tokenizer(args.ckpt)
+        cfg, params = load_pretrained(args.ckpt)
+    except (TokenizerError, CheckpointError, ConfigError, OSError) as e:
+        raise CommandError(str(e)) from None
+    video_kw = {k: v for k, v in (("max_pixels", args.max_pixels), ("max_frames", args.max_frames)) if v}
+    # one row; buckets sized for a long video prompt and 64-frame clips (<= 2048 tokens each)
+    L = args.cache_length
+    buckets = tuple(sorted({b for b in (64, 256, 1024, 4096) if b < L} | {min(4096, L)}))
+    sampler = Sampler(cfg, params, SamplerConfig(
+        batch_size=1, cache_length=L, chunk_buckets=buckets, vision_buckets=(1024, 4096, 16384, 65536),
+        max_visual_tokens=min(L, 16384), decode_steps=32))
+    config = AgentConfig(
+        sampling=SamplingOptions(temperature=args.temperature, top_p=args.top_p,
+                                 repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens),
+        max_turns=args.max_turns, video_kwargs=video_kw, clip_kwargs={"timestamps": args.timestamps})
+    try:
+        ep, = run_episodes(sampler, ChatRenderer(tok), [EpisodeRequest(args.question, args.video,
+                                                                          use_tool=not args.no_tools)],
+                           config, seed=args.seed)
+    except (VideoError, ValueError) as e:
+        raise CommandError(str(e)) from None
+    print(transcript(ep))
+    if ep.end_reason == "video_error":
+        raise CommandError(ep.error or "the video cannot be read")
+    return 0
+
+
+def transcript(ep) -> str:
+    """Human-readable episode: question, each assistant turn, tool calls with clip ranges, end."""
+    lines = [f"question: {ep.request.question}"]
+    if ep.duration is not None:
+        lines.append(f"video: {ep.request.video} ({ep.duration:.2f} s)")
+    calls = iter(ep.tool_calls)
+    for i, text in enumerate(ep.texts):
+        lines.append(f"--- assistant (turn {i + 1}) ---")
+        lines.append(text)
+        if "</tool_call>" in text:
+            c = next(calls, None)
+            if c is not None:
+                what = (f"clip {c.start:.2f}-{c.end:.2f} s" if c.ok else f"error [{c.code}] {c.message}")
+                lines.append(f"--- tool {c.name or '?'}: {what} ---")
+    lines.append(f"=== end: {ep.end_reason}{' (truncated)' if ep.truncated else ''}; "
+                 f"{len(ep.ids)} tokens, {len(ep.visuals)} visual input(s)")
+    return "\n".join(lines)
