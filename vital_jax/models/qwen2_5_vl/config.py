@@ -222,6 +222,7 @@ class ModelConfig:
                                 "mrope_section": list(t.mrope_section)},
             "use_sliding_window": False, "attention_dropout": 0.0,
             "eos_token_id": self.eos_token_id, "pad_token_id": self.pad_token_id,
+            "bos_token_id": None,  # Qwen2.5-VL has none; transformers' default id may exceed a small vocab
         }
         vision_config = {
             "model_type": "qwen2_5_vl", "depth": v.depth, "hidden_size": v.hidden_size,
