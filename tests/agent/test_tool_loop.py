@@ -1,11 +1,9 @@
 """The tool loop on a tiny random model, driven by scripted turns through the real decode path."""
 
 import concurrent.futures as cf
-import dataclasses
 import shutil
 
 import numpy as np
-import pytest
 
 from tests.agent.conftest import CLIP_KW, VIDEO_KW, make_sampler
 from vital_jax.agent import AgentConfig, EpisodeRequest, run_episodes

@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from vital_jax.data import synthetic as syn

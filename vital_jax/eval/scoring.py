@@ -86,7 +86,6 @@ def _metrics_for(rows: Sequence[Mapping[str, Any]], metric_set: str) -> dict[str
     """Aggregate a set of per-sample rows by metric set (every row counts; missing = 0)."""
     correct = np.array([r["correct"] for r in rows if "correct" in r], dtype=np.float64)
     ious = np.array([r["iou"] for r in rows if "iou" in r], dtype=np.float64)
-    iops = np.array([r["iop"] for r in rows if "iop" in r], dtype=np.float64)
     if metric_set == "grounded_qa":
         both = [r for r in rows if "correct" in r and "iou" in r]
         return M.grounded_qa_metrics([r["correct"] for r in both], [r["iou"] for r in both], [r["iop"] for r in both])

@@ -11,7 +11,6 @@ F MLP width, V vocab, N vision patches, C vision hidden, M merged visual tokens.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple

@@ -47,7 +47,6 @@ class Rule:
 
 
 def _rules(cfg: ModelConfig) -> list[Rule]:
-    v = cfg.vision
     R = Rule
     rules = [
         R("model.embed_tokens.weight", ("embed",)),
@@ -95,7 +94,6 @@ def _rules(cfg: ModelConfig) -> list[Rule]:
         R(b + "mlp.down_proj.weight", V + ("down_kernel",), "linear"),
         R(b + "mlp.down_proj.bias", V + ("down_bias",)),
     ]
-    del v
     return rules
 
 
