@@ -1,0 +1,496 @@
+"""Training metrics: JSON lines, TensorBoard event files (no TensorFlow) and a console progress line.
+
+:class:`MetricsWriter` writes each ``write(step, metrics)`` call to
+
+- ``<log_dir>/metrics.jsonl``: one JSON object per call, ``{"step": int, "time": float (unix
+  seconds), "<key>": value, ...}``. Integers stay integers, everything else is a float.
+  **Non-finite floats are written as the strings** ``"nan"``, ``"inf"`` and ``"-inf"``: plain
+  ``json`` would emit the bare tokens ``NaN``/``Infinity``, which are not JSON, and ``null`` would
+  lose which one it was. :func:`read_jsonl` turns them back into floats.
+- ``<log_dir>/events.out.tfevents.<unix time>.<host>[.<n>]``: a TFRecord file of ``Event``
+  protobufs, first the ``file_version: "brain.Event:2"`` event, then one event per call whose
+  ``Summary`` holds a ``simple_value`` per key. TensorBoard reads every event file in the
+  directory, so each writer opens a file of its own and a resumed run simply adds one.
+
+Only process 0 writes (``process_index`` defaults to ``jax.process_index()``, so create the
+writer after ``jax.distributed.initialize``); on other processes every method is a no-op and
+the metric values are not even converted (no device transfer). A writer on a directory that
+already has a ``metrics.jsonl`` appends to it.
+
+:class:`ProgressBar` prints ``step 12/200 | loss 1.23 | reward 0.41 | acc 0.30 | 3.1 s/step |
+eta 9m``: rewritten in place (``\\r``) on a terminal, one line per update at most every
+``min_interval`` seconds otherwise (CI logs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import struct
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import IO, Any, Self
+
+import numpy as np
+
+__all__ = [
+    "MetricsWriter",
+    "ProgressBar",
+    "crc32c",
+    "encode_event",
+    "masked_crc32c",
+    "read_jsonl",
+    "tfrecord_frame",
+]
+
+JSONL_NAME = "metrics.jsonl"
+EVENT_FILE_PREFIX = "events.out.tfevents"
+_RESERVED = ("step", "time")
+_NONFINITE_STR = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+# --------------------------------------------------------------------------------------------
+# CRC32C (Castagnoli) and TFRecord framing
+# --------------------------------------------------------------------------------------------
+
+
+def _crc32c_table() -> tuple[int, ...]:
+    poly = 0x82F63B78  # reflected Castagnoli polynomial (TFRecord uses CRC32C, not zlib's CRC32)
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ poly if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    """CRC32C of ``data``. Byte-wise table lookup: fine for metric records (a few KB per step)."""
+    crc = 0xFFFFFFFF
+    table = _CRC_TABLE
+    for b in data:
+        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def masked_crc32c(data: bytes) -> int:
+    """TFRecord's masked CRC: rotate right by 15 and add a constant (the format's definition)."""
+    crc = crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def tfrecord_frame(data: bytes) -> bytes:
+    """One TFRecord: u64 length, masked CRC of the length bytes, data, masked CRC of the data
+    (all little-endian)."""
+    length = struct.pack("<Q", len(data))
+    return (
+        length
+        + struct.pack("<I", masked_crc32c(length))
+        + data
+        + struct.pack("<I", masked_crc32c(data))
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Minimal protobuf encoding of tensorflow.Event / tensorflow.Summary
+# --------------------------------------------------------------------------------------------
+# Event:          1 wall_time (double), 2 step (int64), 3 file_version (string), 5 summary (Summary)
+# Summary:        1 value (repeated Summary.Value)
+# Summary.Value:  1 tag (string), 2 simple_value (float)
+
+
+def _varint(value: int) -> bytes:
+    value &= 0xFFFFFFFFFFFFFFFF  # int64 fields: negatives are 10-byte two's complement varints
+    out = bytearray()
+    while True:
+        bits = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(bits | 0x80)
+        else:
+            out.append(bits)
+            return bytes(out)
+
+
+def _key(field: int, wire_type: int) -> bytes:
+    return _varint((field << 3) | wire_type)
+
+
+def _len_delimited(field: int, payload: bytes) -> bytes:
+    return _key(field, 2) + _varint(len(payload)) + payload
+
+
+def _float32_bytes(value: float) -> bytes:
+    # struct.pack("<f") raises on values beyond float32's range; TensorBoard would show inf.
+    with np.errstate(over="ignore"):
+        return np.float32(value).astype("<f4").tobytes()
+
+
+def encode_event(
+    wall_time: float,
+    *,
+    step: int | None = None,
+    file_version: str | None = None,
+    scalars: Mapping[str, float] | None = None,
+) -> bytes:
+    """Serialize a ``tensorflow.Event`` holding a file version or a summary of scalars."""
+    out = _key(1, 1) + struct.pack("<d", wall_time)
+    if step is not None:
+        out += _key(2, 0) + _varint(int(step))
+    if file_version is not None:
+        out += _len_delimited(3, file_version.encode())
+    if scalars:
+        summary = b"".join(
+            _len_delimited(
+                1, _len_delimited(1, tag.encode()) + _key(2, 5) + _float32_bytes(value)
+            )
+            for tag, value in scalars.items()
+        )
+        out += _len_delimited(5, summary)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Metric values
+# --------------------------------------------------------------------------------------------
+
+
+def _to_number(key: str, value: Any) -> int | float:
+    """Python int (ints and bools) or float from a Python/NumPy/JAX scalar."""
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    if hasattr(value, "__array__"):  # np.ndarray, jax.Array (device → host here)
+        arr = np.asarray(value)
+        if arr.size != 1:
+            raise ValueError(
+                f"metric {key!r}: expected a scalar, got shape {arr.shape}"
+            )
+        return _to_number(key, arr.reshape(()).item())
+    raise TypeError(f"metric {key!r}: expected a number, got {type(value).__name__}")
+
+
+def _json_number(value: float) -> int | float | str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read a ``metrics.jsonl`` (the file or its directory) back, ``"nan"``/``"inf"``/``"-inf"``
+    strings as floats. Lines that are not JSON (a line cut short by a crash) are skipped."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, JSONL_NAME)
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            rows.append(
+                {
+                    k: _NONFINITE_STR.get(v, v) if isinstance(v, str) else v
+                    for k, v in row.items()
+                }
+            )
+    return rows
+
+
+def _join(prefix: str, key: str) -> str:
+    if not prefix:
+        return key
+    return prefix + key if prefix.endswith("/") else f"{prefix}/{key}"
+
+
+def _drop_partial_last_line(path: str) -> None:
+    """A crash mid-write can leave a line without its newline; appending after it would glue the
+    next record onto it. Cut the file back to its last complete line."""
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        pos = size
+        chunk = 4096
+        while pos > 0:
+            start = max(0, pos - chunk)
+            f.seek(start)
+            block = f.read(pos - start)
+            nl = block.rfind(b"\n")
+            if nl >= 0:
+                f.truncate(start + nl + 1)
+                return
+            pos = start
+        f.truncate(0)
+
+
+class MetricsWriter:
+    """Scalar metrics to JSON lines, TensorBoard and (optionally) stdout; process 0 only.
+
+    ``write(step, metrics, prefix="train")`` logs ``train/<key>`` for each key (a prefix ending in
+    ``/`` is used as is). ``"step"`` and ``"time"`` are reserved keys. Files are flushed on
+    ``flush()``, ``close()`` and at most ``flush_secs`` after a write. ``console=True`` also
+    prints ``step N | key value | ...`` per write (to ``stream``, default stdout); pass
+    ``console=False`` when a :class:`ProgressBar` shows the numbers instead.
+    """
+
+    def __init__(
+        self,
+        log_dir: str | os.PathLike,
+        *,
+        jsonl: bool = True,
+        tensorboard: bool = True,
+        console: bool = True,
+        process_index: int | None = None,
+        flush_secs: float = 5.0,
+        stream: IO[str] | None = None,
+    ):
+        if process_index is None:
+            import jax
+
+            process_index = jax.process_index()
+        self.log_dir = os.fspath(log_dir)
+        self.process_index = int(process_index)
+        self.active = self.process_index == 0
+        self.flush_secs = float(flush_secs)
+        self.console = console
+        self._stream = stream
+        self._jsonl: IO[str] | None = None
+        self._events: IO[bytes] | None = None
+        self.jsonl_path: str | None = None
+        self.event_path: str | None = None
+        self._last_flush = time.monotonic()
+        self._closed = False
+        if not self.active:
+            return
+        os.makedirs(self.log_dir, exist_ok=True)
+        if jsonl:
+            self.jsonl_path = os.path.join(self.log_dir, JSONL_NAME)
+            if os.path.exists(self.jsonl_path):
+                _drop_partial_last_line(self.jsonl_path)
+            self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")  # noqa: SIM115
+        if tensorboard:
+            self._events, self.event_path = self._open_event_file()
+            self._events.write(
+                tfrecord_frame(
+                    encode_event(time.time(), step=0, file_version="brain.Event:2")
+                )
+            )
+            self._events.flush()
+
+    def _open_event_file(self) -> tuple[IO[bytes], str]:
+        host = socket.gethostname() or "localhost"
+        base = os.path.join(
+            self.log_dir, f"{EVENT_FILE_PREFIX}.{int(time.time()):010d}.{host}"
+        )
+        # Two writers in the same second (a quick restart) must not share or clobber a file.
+        for n in range(1000):
+            path = base if n == 0 else f"{base}.{n}"
+            try:
+                return open(path, "xb"), path
+            except FileExistsError:
+                continue
+        raise RuntimeError(f"could not create a new event file next to {base}")
+
+    def write(self, step: int, metrics: Mapping[str, Any], *, prefix: str = "") -> None:
+        if not self.active:
+            return
+        if self._closed:
+            raise RuntimeError("MetricsWriter.write after close()")
+        step = int(step)
+        values: dict[str, int | float] = {}
+        for key, value in metrics.items():
+            name = _join(prefix, str(key))
+            if name in _RESERVED:
+                raise ValueError(f"metric name {name!r} is reserved in metrics.jsonl")
+            values[name] = _to_number(name, value)
+        now = time.time()
+        if self._jsonl is not None:
+            row = {"step": step, "time": round(now, 3)}
+            row.update((k, _json_number(v)) for k, v in values.items())
+            # allow_nan=False: a non-finite number that slipped through must fail, not write
+            # invalid JSON.
+            self._jsonl.write(json.dumps(row, allow_nan=False) + "\n")
+        if self._events is not None and values:
+            scalars = {k: float(v) for k, v in values.items()}
+            self._events.write(
+                tfrecord_frame(encode_event(now, step=step, scalars=scalars))
+            )
+        if self.console:
+            stream = self._stream or sys.stdout
+            body = " | ".join(f"{k} {_fmt(v)}" for k, v in values.items())
+            print(
+                f"step {step} | {body}" if body else f"step {step}",
+                file=stream,
+                flush=True,
+            )
+        if time.monotonic() - self._last_flush >= self.flush_secs:
+            self.flush()
+
+    def flush(self) -> None:
+        for f in (self._jsonl, self._events):
+            if f is not None and not f.closed:
+                f.flush()
+        self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self.flush()
+        for f in (self._jsonl, self._events):
+            if f is not None:
+                f.close()
+        self._closed = True
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Console progress line
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(v):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    if v != 0 and (abs(v) >= 1e4 or abs(v) < 1e-2):
+        return f"{v:.3g}"
+    return f"{v:.2f}"
+
+
+def _fmt_duration(seconds: float) -> str:
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+class ProgressBar:
+    """One console line with the step, chosen metrics, seconds per step and the ETA.
+
+    ``keys`` names the metrics to show, in order; a mapping ``{key: label}`` sets the labels (a
+    plain key is shown by its last ``/`` component). Missing keys are left out of the line. The
+    rate counts from the first update on, so a slow first step (compilation) does not skew it.
+    """
+
+    def __init__(
+        self,
+        total_steps: int,
+        keys: Sequence[str] | Mapping[str, str] = ("loss", "reward", "accuracy"),
+        *,
+        stream: IO[str] | None = None,
+        min_interval: float | None = None,
+        process_index: int | None = 0,
+        clock=time.monotonic,
+    ):
+        self.total_steps = int(total_steps)
+        if isinstance(keys, Mapping):
+            self.labels = dict(keys)
+        else:
+            self.labels = {k: k.rsplit("/", 1)[-1] for k in keys}
+        self.stream = stream if stream is not None else sys.stdout
+        try:
+            self.tty = bool(self.stream.isatty())
+        except (AttributeError, ValueError):
+            self.tty = False
+        # A terminal line is cheap to redraw; a CI log keeps every line, so print rarely there.
+        self.min_interval = (
+            (0.1 if self.tty else 30.0) if min_interval is None else min_interval
+        )
+        if process_index is None:
+            import jax
+
+            process_index = jax.process_index()
+        self.active = int(process_index) == 0
+        self._clock = clock
+        self._first: tuple[int, float] | None = None
+        self._last_print: float | None = None
+        self._last_len = 0
+        self._open_line = False
+
+    def format_line(
+        self, step: int, metrics: Mapping[str, Any], now: float | None = None
+    ) -> str:
+        now = self._clock() if now is None else now
+        parts = [f"step {int(step)}/{self.total_steps}"]
+        for key, label in self.labels.items():
+            if key in metrics:
+                parts.append(f"{label} {_fmt(metrics[key])}")
+        if self._first is not None and step > self._first[0]:
+            rate = (now - self._first[1]) / (step - self._first[0])
+            parts.append(f"{rate:.2g} s/step" if rate < 10 else f"{rate:.0f} s/step")
+            parts.append(f"eta {_fmt_duration(rate * max(self.total_steps - step, 0))}")
+        return " | ".join(parts)
+
+    def update(self, step: int, metrics: Mapping[str, Any] | None = None) -> bool:
+        """Show ``step`` (the number of steps done); returns whether a line was written."""
+        if not self.active:
+            return False
+        now = self._clock()
+        step = int(step)
+        if self._first is None:
+            self._first = (step, now)
+        last = step >= self.total_steps
+        if (
+            self._last_print is not None
+            and not last
+            and now - self._last_print < self.min_interval
+        ):
+            return False
+        line = self.format_line(step, metrics or {}, now)
+        if self.tty:
+            pad = " " * max(
+                self._last_len - len(line), 0
+            )  # blank out a longer previous line
+            self.stream.write("\r" + line + pad)
+            self._open_line = True
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+        self._last_len = len(line)
+        self._last_print = now
+        return True
+
+    def close(self) -> None:
+        """End the in-place line on a terminal, so later output starts on a fresh line."""
+        if self.active and self.tty and self._open_line:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open_line = False
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
