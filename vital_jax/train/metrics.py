@@ -402,6 +402,7 @@ class ProgressBar:
     ``keys`` names the metrics to show, in order; a mapping ``{key: label}`` sets the labels (a
     plain key is shown by its last ``/`` component). Missing keys are left out of the line. The
     rate counts from the first update on, so a slow first step (compilation) does not skew it.
+    Like :class:`MetricsWriter`, only process 0 (default ``jax.process_index()``) prints.
     """
 
     def __init__(
@@ -411,7 +412,7 @@ class ProgressBar:
         *,
         stream: IO[str] | None = None,
         min_interval: float | None = None,
-        process_index: int | None = 0,
+        process_index: int | None = None,
         clock=time.monotonic,
     ):
         self.total_steps = int(total_steps)
