@@ -1,0 +1,163 @@
+"""Host side of a train step: ragged sequences -> one static-shape batch pytree.
+
+A :class:`Sequence_` is what both trainers produce per row: token ids, a token-aligned loss mask
+(1 = a token the policy produced / the SFT target; 0 = prompt, tool observation, padding), the
+visual inputs whose placeholders appear in the ids (in order), and for RL the advantage and the
+sampler's log-probs. :func:`build_batch` pads rows to one token bucket and one vision bucket and
+stacks them as ``[M, b, ...]`` (M micro-batches of b rows), so a run sees only
+``len(token_buckets) x len(vision_buckets)`` shapes.
+
+Vision inputs are kept **per row** (``[M, b, N, patch_dim]``) and encoded with ``vmap``: the
+tower's work then shards with the batch like everything else, instead of every data shard
+encoding the whole batch's clips. ``vis_index[b, t]`` says which of row b's merged visual tokens
+sits at position t (-1: a text token).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from vital_jax.models.qwen2_5_vl.config import ModelConfig
+from vital_jax.models.qwen2_5_vl.rope import rope_index
+from vital_jax.models.qwen2_5_vl.vision_layout import vision_layout
+
+
+class BatchError(ValueError):
+    """A row that does not fit the configured buckets (names the row and the limit)."""
+
+
+@dataclasses.dataclass
+class Sequence_:
+    ids: Sequence[int]
+    loss_mask: Sequence[int]
+    visuals: Sequence[Any] = ()          # VisualInput-like: pixel_values, grid_thw, second_per_grid_t, kind
+    advantage: float = 0.0
+    sampler_logp: Sequence[float] | None = None
+    group: int = 0                       # RL: prompt group (rows of a group are contiguous)
+
+
+def _bucket(n: int, buckets: Sequence[int], what: str, row: int) -> int:
+    for b in sorted(buckets):
+        if n <= b:
+            return b
+    raise BatchError(f"row {row}: {n} {what} exceed the largest bucket {max(buckets)}")
+
+
+def row_positions(cfg: ModelConfig, ids: np.ndarray, visuals: Sequence[Any]) -> np.ndarray:
+    """M-RoPE positions ``[3, L]`` of one unpadded row by the original rule."""
+    img = [np.asarray(v.grid_thw).reshape(3) for v in visuals if v.kind == "image"]
+    vid = [v for v in visuals if v.kind != "image"]
+    pos, _ = rope_index(cfg, ids[None],
+                        np.stack(img) if img else None,
+                        np.stack([np.asarray(v.grid_thw).reshape(3) for v in vid]) if vid else None,
+                        np.asarray([v.second_per_grid_t for v in vid], np.float32) if vid else None)
+    return pos[:, 0]
+
+
+def build_batch(cfg: ModelConfig, rows: Sequence[Sequence_], *, micro_batches: int,
+                token_buckets: Sequence[int], vision_buckets: Sequence[int],
+                with_vision: bool = True, token_len: int | None = None,
+                patch_len: int | None = None) -> dict[str, Any]:
+    """NumPy batch pytree with leading ``[M, b]`` dims (see the module docstring).
+
+    Keys: ``input_ids, attention_mask, position_ids [M, 3, b, L], loss_mask (float32),
+    vis_index, advantages [M, b], sampler_logp`` and ``vision`` (a dict of the tower's layout
+    arrays, ``[M, b, N, ...]``) when any row has a visual input.
+    """
+    n = len(rows)
+    if n == 0 or n % micro_batches:
+        raise BatchError(f"{n} rows cannot split into {micro_batches} equal micro-batches")
+    L = token_len or _bucket(max(len(r.ids) for r in rows), token_buckets, "tokens", 0)
+    if max(len(r.ids) for r in rows) > L:
+        raise BatchError(f"a row has {max(len(r.ids) for r in rows)} tokens > token_len {L}")
+    v = cfg.vision
+    ids = np.full((n, L), cfg.pad_token_id, np.int32)
+    attn = np.zeros((n, L), np.int32)
+    loss = np.zeros((n, L), np.float32)
+    pos = np.ones((3, n, L), np.int32)
+    vis_index = np.full((n, L), -1, np.int32)
+    adv = np.zeros((n,), np.float32)
+    slp = np.zeros((n, L), np.float32)
+    patches = [int(sum(np.prod(np.asarray(x.grid_thw)) for x in r.visuals)) for r in rows]
+    use_vision = with_vision and max(patches) > 0
+    if patch_len is not None:
+        use_vision = with_vision and patch_len > 0
+    N = (patch_len or _bucket(max(patches), vision_buckets, "vision patches", int(np.argmax(patches)))) if use_vision else 0
+    vis = None
+    if use_vision:
+        vis = {"pixels": np.zeros((n, N, v.patch_dim), np.float32), "perm": np.zeros((n, N), np.int32),
+               "seg_window": np.zeros((n, N), np.int32), "seg_full": np.zeros((n, N), np.int32),
+               "rot_hw": np.zeros((n, N, 2), np.int32), "unperm": np.zeros((n, N // v.merge_unit), np.int32)}
+    vis_ids = (cfg.image_token_id, cfg.video_token_id)
+    for i, r in enumerate(rows):
+        k = len(r.ids)
+        if len(r.loss_mask) != k:
+            raise BatchError(f"row {i}: loss_mask has {len(r.loss_mask)} entries for {k} tokens")
+        row_ids = np.asarray(r.ids, np.int32)
+        ids[i, :k], attn[i, :k], loss[i, :k] = row_ids, 1, np.asarray(r.loss_mask, np.float32)
+        adv[i] = r.advantage
+        if r.sampler_logp is not None:
+            slp[i, :k] = np.asarray(r.sampler_logp, np.float32)
+        placeholders = np.isin(row_ids, vis_ids)
+        expect = sum(int(np.prod(np.asarray(x.grid_thw))) // v.merge_unit for x in r.visuals)
+        if int(placeholders.sum()) != expect:
+            raise BatchError(f"row {i}: {int(placeholders.sum())} visual placeholder tokens, but its "
+                             f"{len(r.visuals)} visual input(s) have {expect} merged tokens")
+        pos[:, i, :k] = row_positions(cfg, row_ids, r.visuals) if r.visuals else np.arange(k)[None]
+        if use_vision and r.visuals:
+            vis_index[i, :k][placeholders] = np.arange(expect)
+            grids = np.stack([np.asarray(x.grid_thw).reshape(3) for x in r.visuals])
+            lay = vision_layout(grids, v, pad_to=N)
+            pix = np.concatenate([np.asarray(x.pixel_values, np.float32) for x in r.visuals])
+            vis["pixels"][i, :len(pix)] = pix
+            for name in ("perm", "seg_window", "seg_full", "rot_hw", "unperm"):
+                vis[name][i] = getattr(lay, name)
+        elif use_vision:
+            lay = vision_layout(np.zeros((0, 3), np.int64), v, pad_to=N)
+            for name in ("perm", "seg_window", "seg_full", "rot_hw", "unperm"):
+                vis[name][i] = getattr(lay, name)
+
+    M, b = micro_batches, n // micro_batches
+
+    def split(x, axis=0):
+        x = np.moveaxis(x, axis, 0)
+        x = x.reshape((M, b) + x.shape[1:])
+        return np.moveaxis(x, 1, axis + 1) if axis else x
+
+    out = {"input_ids": split(ids), "attention_mask": split(attn), "loss_mask": split(loss),
+           "position_ids": split(pos, axis=1), "vis_index": split(vis_index), "advantages": split(adv),
+           "sampler_logp": split(slp)}
+    if vis is not None:
+        out["vision"] = {k: split(x) for k, x in vis.items()}
+    return out
+
+
+# logical axes of each batch leaf (leading micro-batch dim replicated, rows over the batch axes)
+BATCH_AXES: dict[str, tuple] = {
+    "input_ids": (None, "batch", None), "attention_mask": (None, "batch", None),
+    "loss_mask": (None, "batch", None), "position_ids": (None, None, "batch", None),
+    "vis_index": (None, "batch", None), "advantages": (None, "batch"), "sampler_logp": (None, "batch", None),
+    "ref_logp": (None, "batch", None), "old_logp": (None, "batch", None),
+}
+VISION_AXES: dict[str, tuple] = {
+    "pixels": (None, "batch", None, None), "perm": (None, "batch", None), "seg_window": (None, "batch", None),
+    "seg_full": (None, "batch", None), "rot_hw": (None, "batch", None, None), "unperm": (None, "batch", None),
+}
+
+
+def batch_shardings(mesh, batch: dict[str, Any]):
+    """NamedShardings for a batch pytree (rows over ``data x fsdp``); leaves may be arrays or
+    ShapeDtypeStructs of the *global* batch."""
+    from vital_jax.sharding import named_sharding
+
+    out = {}
+    for k, x in batch.items():
+        if k == "vision":
+            out[k] = {n: named_sharding(mesh, VISION_AXES[n], np.shape(a)) for n, a in x.items()}
+        else:
+            out[k] = named_sharding(mesh, BATCH_AXES[k], np.shape(x))
+    return out

@@ -1,0 +1,204 @@
+"""Supervised fine-tuning on (tool-)CoT trajectories.
+
+Data: records of kind ``cot`` / ``tool_cot`` (``vital_jax.data.records``) through the grain
+pipeline (per-host shard, shuffle, exact resume). Each example is featurised on the host: the
+question video (and for Tool-CoT the clip the trajectory asked for) decoded and patchified, the
+conversation rendered with the chat template, loss mask 1 on assistant tokens only — the tool
+observation (caption + clip tokens) is masked out, as VITAL trains.
+
+Per step: ``batch_size`` rows (global) in ``micro_batches`` accumulation steps; one jitted train
+step (see step.py) with the state donated; checkpoints every ``checkpoint.every`` steps and on
+SIGTERM/SIGINT; ``--resume`` continues from the latest readable checkpoint with the same next
+batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from vital_jax.train.batch import Sequence_, batch_shardings, build_batch
+from vital_jax.train.common import Run, StopFlag, TrainingError, host_metrics, put_batch
+from vital_jax.train.config import ConfigError, RunConfig, VisionInputConfig
+
+
+def video_kwargs(v: VisionInputConfig) -> dict:
+    return dict(max_frames=v.max_frames, min_pixels=v.min_pixels, max_pixels=v.max_pixels)
+
+
+def clip_kwargs(v: VisionInputConfig) -> dict:
+    return dict(max_frames=v.clip_max_frames, min_pixels=min(v.min_pixels, v.clip_max_pixels),
+                max_pixels=v.clip_max_pixels, timestamps=v.timestamps)
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTFeatures:
+    """grain map: example -> example + ``seq`` (a :class:`Sequence_`), or ``error`` (dropped)."""
+
+    renderer: Any
+    vision: VisionInputConfig
+
+    def __call__(self, ex: dict) -> dict:
+        from vital_jax.data.sft import tokenize_sft
+        from vital_jax.prompt import Vision
+        from vital_jax.video import load_clip, load_video
+        from vital_jax.video.errors import VideoError
+
+        rec = ex["record"]
+        try:
+            visual = load_video(rec.media_path, **video_kwargs(self.vision)) if rec.is_video else None
+            clip = None
+            if rec.kind == "tool_cot":
+                s, e = rec.tool.tool_params
+                clip = load_clip(rec.media_path, s, e, **clip_kwargs(self.vision))
+        except VideoError as e:
+            return {**ex, "error": f"{rec.file}: record {rec.index}: {e}"}
+        r = tokenize_sft(ex, self.renderer, None if visual is None else Vision.of(visual),
+                         None if clip is None else Vision.of(clip))
+        visuals = [v for v in (visual, clip) if v is not None]
+        return {**ex, "seq": Sequence_(list(r.ids), list(r.loss_mask), visuals)}
+
+
+def sft_records(cfg: RunConfig) -> list:
+    from vital_jax.data.records import load_records
+
+    root = Path(cfg.data.root)
+    out = []
+    for f in cfg.data.sft_files:
+        out += load_records(root / f, root)
+    if not out:
+        raise ConfigError(f"data.sft_files {list(cfg.data.sft_files)} under {root}: no records")
+    return out
+
+
+def _check_batch(cfg: RunConfig) -> int:
+    n, m, hosts = cfg.sft.batch_size, cfg.sft.micro_batches, jax.process_count()
+    if n % (m * hosts):
+        raise ConfigError(f"sft.batch_size {n} must divide into {m} micro-batches on {hosts} process(es)")
+    return n // hosts
+
+
+def run_sft(cfg: RunConfig, *, resume: bool = True, log=print) -> dict:
+    """Train; returns ``{"final": path, "steps": n, "curves": {...}, "stopped": reason|None}``."""
+    from vital_jax.data.pipeline import PipelineConfig, sft_iterator
+    from vital_jax.prompt import ChatRenderer
+    from vital_jax.train.checkpoint import TrainCheckpoints
+    from vital_jax.train.optim import make_optimizer
+    from vital_jax.train.step import abstract_state, init_state, jit_train_step
+
+    per_host = _check_batch(cfg)
+    run = Run.create(cfg)
+    mcfg, mesh = run.model_cfg, run.mesh
+    renderer = ChatRenderer(run.tok)
+    it = sft_iterator(sft_records(cfg), PipelineConfig(seed=cfg.data.seed, shuffle=cfg.data.shuffle),
+                      batch_size=per_host, load=SFTFeatures(renderer, cfg.data.vision))
+    optimizer = make_optimizer(cfg.sft.optim, cfg.sft.steps, freeze_vision=mcfg.runtime.freeze_vision)
+    state, state_sh = init_state(mcfg, optimizer, run.params, mesh)
+    run.params = None
+    ckpts = TrainCheckpoints(run.out / "checkpoints", keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
+    curves: dict[str, list] = {"loss": [], "grad_norm": []}
+    start, bad = 0, 0
+    if resume:
+        got = ckpts.restore(abstract_state(mcfg, optimizer, state_sh), data_iterator=it)
+        if got is not None:
+            start, state, host = got
+            curves, bad = host.get("curves", curves), int(host.get("bad_steps", 0))
+            log(f"resumed from {ckpts.directory}/{start}")
+    loss_fn = functools.partial(_sft_loss, mcfg)
+    steps: dict[tuple, Any] = {}
+    stopped = None
+    step = start
+    with StopFlag() as flag, jax.set_mesh(mesh):
+        while step < cfg.sft.steps:
+            t0 = time.perf_counter()
+            batch = next(it)
+            t_data = time.perf_counter() - t0
+            rows = [ex["seq"] for ex in batch["examples"]]
+            np_batch = build_batch(mcfg, rows, micro_batches=cfg.sft.micro_batches,
+                                   token_buckets=cfg.data.token_buckets, vision_buckets=cfg.data.vision_buckets,
+                                   **_global_pads(cfg, rows, mcfg))
+            sh = batch_shardings(mesh, _global_shapes(np_batch))
+            key = tuple((jax.tree_util.keystr(k), np.shape(v)) for k, v in jax.tree_util.tree_leaves_with_path(np_batch))
+            if key not in steps:
+                steps[key] = jit_train_step(loss_fn, optimizer, state_sh, sh)
+            state, metrics = steps[key](state, put_batch(np_batch, sh))
+            m = host_metrics(metrics)
+            step += 1
+            dt = time.perf_counter() - t0
+            m.update(step_time_s=dt, data_time_s=t_data, tokens_per_s=m["tokens"] * jax.process_count() / dt,
+                     learning_rate=float(_lr(cfg, step - 1)))
+            if m["skipped"]:
+                bad += 1
+                log(f"step {step}: non-finite loss/gradients ({m['loss']}, grad norm {m['grad_norm']}): update skipped")
+            curves["loss"].append([step, m["loss"]])
+            curves["grad_norm"].append([step, m["grad_norm"]])
+            if step % cfg.log_every == 0 or step == cfg.sft.steps:
+                run.writer.write(step, m, prefix="sft/")
+                log(f"sft step {step}/{cfg.sft.steps} | loss {m['loss']:.4f} | grad {m['grad_norm']:.3f} | "
+                    f"{dt:.2f} s (data {t_data:.2f} s) | {m['tokens_per_s']:.0f} tok/s")
+            host = {"curves": curves, "bad_steps": bad}
+            if bad > cfg.rl.max_bad_steps:
+                ckpts.save(step, state, data_iterator=it, host=host, wait=True)
+                raise TrainingError(f"{bad} steps with non-finite loss or gradients (limit rl.max_bad_steps = "
+                                    f"{cfg.rl.max_bad_steps}); checkpoint at step {step}")
+            if flag.stop_requested():
+                stopped = flag.reason or "signal"
+                ckpts.save(step, state, data_iterator=it, host=host, wait=True)
+                log(f"stopped by {stopped} at step {step}; checkpoint saved, resume with the same command")
+                break
+            if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
+                ckpts.save(step, state, data_iterator=it, host=host)
+    if stopped is None and step not in ckpts.steps():
+        ckpts.save(step, state, data_iterator=it, host={"curves": curves, "bad_steps": bad})
+    ckpts.close()
+    run.writer.close()
+    final = run.export_final(state.params) if stopped is None else None
+    return {"final": None if final is None else str(final), "steps": step, "curves": curves, "stopped": stopped,
+            "out_dir": str(run.out)}
+
+
+def _sft_loss(mcfg, params, mb, ctx):
+    from vital_jax.train.step import sft_loss
+
+    return sft_loss(mcfg, params, mb, ctx["token_count"])
+
+
+def _lr(cfg: RunConfig, step: int) -> float:
+    from vital_jax.train.optim import schedule
+
+    return schedule(cfg.sft.optim, cfg.sft.steps)(step)
+
+
+def _global_pads(cfg: RunConfig, rows, mcfg) -> dict:
+    """With several processes, every host must pick the same buckets: agree on the maxima."""
+    if jax.process_count() == 1:
+        return {}
+    from jax.experimental import multihost_utils
+
+    from vital_jax.train.batch import _bucket
+
+    tok = max(len(r.ids) for r in rows)
+    pat = max(int(sum(np.prod(np.asarray(v.grid_thw)) for v in r.visuals)) for r in rows)
+    tok, pat = np.max(multihost_utils.process_allgather(np.asarray([tok, pat])), axis=0)
+    return {"token_len": _bucket(int(tok), cfg.data.token_buckets, "tokens", 0),
+            "patch_len": _bucket(int(pat), cfg.data.vision_buckets, "vision patches", 0) if pat else 0}
+
+
+def _global_shapes(np_batch: dict) -> dict:
+    """Shapes of the global batch (rows x process count) for the sharding rules."""
+    n = jax.process_count()
+
+    def g(path, x):
+        names = [getattr(p, "key", None) for p in path]
+        axis = 2 if names[0] == "position_ids" else 1
+        shape = list(np.shape(x))
+        shape[axis] *= n
+        return jax.ShapeDtypeStruct(tuple(shape), x.dtype)
+
+    return jax.tree_util.tree_map_with_path(g, np_batch)

@@ -1,0 +1,152 @@
+"""The jitted pieces of training: per-token log-probs, losses, and the train step.
+
+Everything here is a pure function of pytrees (params, optimizer state, a batch from
+:mod:`vital_jax.train.batch`), jitted once per run with declared in/out shardings and the state
+donated. The step:
+
+1. splits the batch into its ``M`` micro-batches (leading axis) and ``lax.scan`` s over them,
+   summing gradients (gradient accumulation with a *global* normaliser, so M micro-batches give
+   the same update as one big batch);
+2. applies the optimizer;
+3. **skips** the update (params and optimizer state unchanged) when the loss or the gradient
+   norm is not finite, and reports ``skipped = 1`` — the host counts and stops after too many.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from vital_jax.models.qwen2_5_vl import modeling
+from vital_jax.models.qwen2_5_vl.config import ModelConfig
+
+
+class TrainState(NamedTuple):
+    step: jax.Array          # int32 scalar: optimizer steps attempted (skipped ones included)
+    params: dict
+    opt_state: Any
+
+
+# --------------------------------------------------------------------------- forward pieces
+
+
+def row_vision_embeds(cfg: ModelConfig, params: dict, vision: dict) -> jax.Array:
+    """Merged visual embeddings per row ``[b, N/4, D]`` (vmap of the tower over rows)."""
+    va = modeling.VisionArrays(**vision)
+    emb = jax.vmap(lambda a: modeling.encode_vision(cfg, params["vision"], a))(va)
+    if cfg.runtime.freeze_vision:
+        emb = jax.lax.stop_gradient(emb)
+    return emb
+
+
+def token_logps(cfg: ModelConfig, params: dict, mb: dict, vis_embeds: jax.Array | None = None,
+                with_entropy: bool = False):
+    """Log-prob of every token given the ones before it, ``[b, L]`` aligned with ``input_ids``
+    (column 0 is 0: nothing predicts the first token). Optionally the per-token entropy of the
+    predicting distribution, aligned the same way."""
+    ids = mb["input_ids"]
+    cd = cfg.runtime.compute_dtype
+    x = jnp.take(params["embed"], ids, axis=0).astype(cd)
+    if vis_embeds is None and "vision" in mb:
+        vis_embeds = row_vision_embeds(cfg, params, mb["vision"])
+    if vis_embeds is not None:
+        idx = jnp.maximum(mb["vis_index"], 0)
+        take = jnp.take_along_axis(vis_embeds.astype(cd), idx[..., None], axis=1)
+        x = jnp.where((mb["vis_index"] >= 0)[..., None], take, x)
+    h, _ = modeling.decode_hidden(cfg, params, x, mb["position_ids"], modeling.causal_mask(mb["attention_mask"]))
+    logits = modeling.lm_logits(cfg, params, h[:, :-1])                          # [b, L-1, V] f32
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    target = jnp.take_along_axis(logits, ids[:, 1:, None], axis=-1)[..., 0]
+    logp = jnp.pad(target - lse, ((0, 0), (1, 0)))
+    if not with_entropy:
+        return logp
+    p = jnp.exp(logits - lse[..., None])
+    ent = lse - jnp.sum(p * logits, axis=-1)
+    return logp, jnp.pad(ent, ((0, 0), (1, 0)))
+
+
+def sft_loss(cfg: ModelConfig, params: dict, mb: dict, token_count: jax.Array):
+    """Masked next-token cross-entropy, summed and divided by the global target count."""
+    logp = token_logps(cfg, params, mb)
+    mask = mb["loss_mask"]
+    nll = -jnp.sum(logp * mask)
+    return nll / token_count, {"nll_sum": nll, "tokens": jnp.sum(mask)}
+
+
+# --------------------------------------------------------------------------- the step
+
+
+def _tree_where(ok, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+
+def train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, state: TrainState, batch: dict):
+    """One optimizer step over ``batch`` (leading micro-batch axis). ``loss_fn(params, mb, ctx)``
+    returns ``(loss, metrics)`` with the loss already divided by the global normaliser, so the
+    micro-batch losses and gradients just add up. ``ctx`` holds ``token_count`` (all micro-batches'
+    loss-mask sum) and ``num_micro``."""
+    M = batch["input_ids"].shape[0]
+    ctx = {"token_count": jnp.maximum(jnp.sum(batch["loss_mask"][:, :, 1:]), 1.0), "num_micro": M}
+    grad_fn = jax.value_and_grad(lambda p, mb: loss_fn(p, mb, ctx), has_aux=True)
+
+    def one(carry, mb):
+        g_acc, l_acc = carry
+        (loss, metrics), g = grad_fn(state.params, mb)
+        return (jax.tree.map(jnp.add, g_acc, g), l_acc + loss), metrics
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    (grads, loss), metrics = jax.lax.scan(one, (zeros, jnp.zeros((), jnp.float32)), batch)
+    metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+    gnorm = optax.global_norm(grads)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ok = jnp.isfinite(loss) & jnp.isfinite(gnorm)
+    new = TrainState(state.step + 1, _tree_where(ok, params, state.params), _tree_where(ok, opt_state, state.opt_state))
+    metrics.update(loss=loss, grad_norm=gnorm, skipped=(~ok).astype(jnp.float32))
+    return new, metrics
+
+
+# --------------------------------------------------------------------------- sharding + jit
+
+
+def state_shardings(optimizer: optax.GradientTransformation, param_sh: dict, opt_state_abstract) -> TrainState:
+    """Shardings of a TrainState: the optimizer's per-parameter leaves (Adam moments) follow the
+    parameter they belong to; counters and other leaves are replicated."""
+    mesh = jax.tree.leaves(param_sh)[0].mesh
+    rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    opt_sh = optax.tree_map_params(optimizer, lambda _, s: s, opt_state_abstract, param_sh,
+                                   transform_non_params=lambda _: rep,
+                                   is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+    return TrainState(rep, param_sh, opt_sh)
+
+
+def init_state(cfg: ModelConfig, optimizer, params: dict, mesh) -> tuple[TrainState, TrainState]:
+    """(state placed on ``mesh`` by the logical rules, its shardings). ``params`` may live
+    anywhere (host, one device, another mesh); they are moved, the optimizer state is created
+    directly in its sharding."""
+    param_sh = modeling.param_shardings(cfg, mesh)
+    abstract_opt = jax.eval_shape(optimizer.init, modeling.abstract_params(cfg))
+    sh = state_shardings(optimizer, param_sh, abstract_opt)
+    params = jax.device_put(params, param_sh)
+    opt_state = jax.jit(optimizer.init, out_shardings=sh.opt_state)(params)
+    step = jax.device_put(jnp.zeros((), jnp.int32), sh.step)
+    return TrainState(step, params, opt_state), sh
+
+
+def abstract_state(cfg: ModelConfig, optimizer, sh: TrainState) -> TrainState:
+    """ShapeDtypeStructs with shardings (an Orbax restore target; no memory allocated)."""
+    abstract = TrainState(jax.ShapeDtypeStruct((), jnp.int32), modeling.abstract_params(cfg),
+                          jax.eval_shape(optimizer.init, modeling.abstract_params(cfg)))
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, sh)
+
+
+def jit_train_step(loss_fn: Callable, optimizer, state_sh: TrainState, batch_sh: dict):
+    """``step(state, batch) -> (state, metrics)`` jitted with declared shardings; the state's
+    buffers are donated (updated in place)."""
+    fn = functools.partial(train_step, loss_fn, optimizer)
+    return jax.jit(fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None), donate_argnums=0)
