@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("vital_jax.data.commands_synth", "write the synthetic long-video task suite"),
     "data": ("vital_jax.data.commands_check", "check annotation files: schema, videos, times"),
     "infer": ("vital_jax.agent.commands_infer", "answer a question about a video with the clip tool; print the transcript"),
+    "eval": ("vital_jax.eval.commands_eval", "run a checkpoint over a benchmark (tool loop); predictions + metrics, resumable"),
     "score": ("vital_jax.eval.commands_score", "benchmark metrics from a predictions JSONL (no model needed)"),
 }
 

@@ -1,0 +1,128 @@
+"""``vital eval``: run a checkpoint over a benchmark with the tool loop; predictions + metrics.
+
+``--ckpt`` is an HF-format Qwen2.5-VL directory with its tokenizer, as ``vital infer`` takes it.
+Writes ``predictions.jsonl``, ``run.json`` and ``metrics.json`` into ``--out``; rerunning the same
+command resumes (samples already written are skipped). ``vital score`` on the predictions file
+gives the same metrics. See :mod:`vital_jax.eval.runner`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from vital_jax.cli import CommandError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from vital_jax.eval.benchmarks import BENCHMARKS
+
+    p.description = (__doc__ or "").strip()
+    p.add_argument("--ckpt", required=True, help="HF-format Qwen2.5-VL directory (config.json, *.safetensors) "
+                   "with its tokenizer (tokenizer.json or vocab.json + merges.txt)")
+    # not argparse choices: an unknown name is a one-line CommandError listing the known ones
+    p.add_argument("--benchmark", required=True, metavar="NAME", help="one of: " + ", ".join(sorted(BENCHMARKS)))
+    p.add_argument("--data", required=True, help="the benchmark's annotation file")
+    p.add_argument("--video-root", default=None,
+                   help="folder the annotation's video paths are relative to (default: the data file's folder)")
+    p.add_argument("--out", required=True, help="output folder (predictions.jsonl, metrics.json, run.json)")
+    p.add_argument("--no-tools", action="store_true", help="answer without the clip tool")
+    p.add_argument("--frames", type=int, default=256, help="frame cap of the question video (default 256)")
+    p.add_argument("--max-pixels", type=int, default=384 * 384,
+                   help="per-frame pixel cap of the question video (default 384*384)")
+    p.add_argument("--clip-max-pixels", type=int, default=None, help="per-frame pixel cap of tool clips "
+                   "(default: the tool's 64*28*28)")
+    p.add_argument("--clip-max-frames", type=int, default=None, help="frame cap of tool clips (default 64)")
+    p.add_argument("--timestamps", action="store_true", help="draw timestamps on clip frames (as VITAL's eval)")
+    p.add_argument("--batch-size", type=int, default=8, help="samples decoded together (default 8)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate (and score) the first N samples only")
+    p.add_argument("--max-new-tokens", type=int, default=1024, help="tokens per assistant turn (default 1024)")
+    p.add_argument("--max-turns", type=int, default=3, help="assistant turns at most (default 3)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default, as VITAL evaluated)")
+    p.add_argument("--cache-length", type=int, default=None,
+                   help="context limit in tokens (default: sized from the samples)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def load_checkpoint(path: str):
+    """``(model config, params, tokenizer)`` of an HF-format directory, or a CommandError naming
+    it (the same checks and loaders as ``vital infer``)."""
+    from vital_jax.models.qwen2_5_vl import (
+        CheckpointError,
+        ConfigError,
+        load_pretrained,
+    )
+    from vital_jax.prompt import TokenizerError, load_tokenizer
+
+    if not os.path.isdir(path):
+        raise CommandError(f"--ckpt {path}: not a directory")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise CommandError(f"--ckpt {path}: no config.json (expected an HF-format Qwen2.5-VL directory)")
+    try:
+        tok = load_tokenizer(path)
+        cfg, params = load_pretrained(path)
+    except (TokenizerError, CheckpointError, ConfigError, OSError) as e:
+        raise CommandError(f"--ckpt {path}: {e}") from None
+    return cfg, params, tok
+
+
+def _check(args) -> None:
+    from vital_jax.eval.benchmarks import BENCHMARKS
+
+    if args.benchmark not in BENCHMARKS:
+        raise CommandError(f"--benchmark {args.benchmark!r} is not known; known: {', '.join(sorted(BENCHMARKS))}")
+    for flag, v, lo in (("--frames", args.frames, 2), ("--max-pixels", args.max_pixels, 4 * 28 * 28),
+                        ("--batch-size", args.batch_size, 1), ("--max-new-tokens", args.max_new_tokens, 1),
+                        ("--max-turns", args.max_turns, 1), ("--limit", args.limit, 1),
+                        ("--clip-max-pixels", args.clip_max_pixels, 4 * 28 * 28),
+                        ("--clip-max-frames", args.clip_max_frames, 2), ("--cache-length", args.cache_length, 64)):
+        if v is not None and v < lo:
+            raise CommandError(f"{flag} must be >= {lo}, got {v}")
+    if args.temperature < 0:
+        raise CommandError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.video_root is not None and not os.path.isdir(args.video_root):
+        raise CommandError(f"--video-root {args.video_root}: not a directory")
+
+
+def run(args: argparse.Namespace) -> int:
+    _check(args)
+    from vital_jax.data.records import DataFileError
+    from vital_jax.eval.benchmarks import AnnotationLayoutError, load_benchmark
+
+    # the cheap checks first: a bad data file fails before the model loads
+    try:
+        samples = load_benchmark(args.benchmark, args.data)
+    except (AnnotationLayoutError, DataFileError, ValueError, KeyError) as e:
+        raise CommandError(f"--data {args.data}: {e}" if str(args.data) not in str(e) else str(e)) from None
+    if not samples:
+        raise CommandError(f"--data {args.data}: no samples")
+    cfg, params, tok = load_checkpoint(args.ckpt)
+
+    import dataclasses
+
+    from vital_jax.agent.loop import AgentConfig
+    from vital_jax.eval.runner import EVAL_AGENT_CONFIG, EvalSettingsError, evaluate
+    from vital_jax.eval.scoring import summary_table
+    from vital_jax.video import sampling as vs
+
+    video_kw = {"max_frames": args.frames, "max_pixels": args.max_pixels,
+                # qwen-vl-utils' floor (128 tokens a frame) would upscale small videos past the cap
+                "min_pixels": min(vs.VIDEO_MIN_PIXELS, args.max_pixels)}
+    clip_kw = {k: v for k, v in (("max_pixels", args.clip_max_pixels), ("max_frames", args.clip_max_frames),
+                                 ("timestamps", args.timestamps or None)) if v is not None}
+    agent = AgentConfig(sampling=dataclasses.replace(EVAL_AGENT_CONFIG.sampling, temperature=args.temperature,
+                                                     max_new_tokens=args.max_new_tokens),
+                        max_turns=args.max_turns)
+    # everything else sized from the samples by the runner
+    overrides = {"cache_length": args.cache_length} if args.cache_length is not None else None
+    try:
+        result = evaluate(cfg, params, tok, args.benchmark, samples, out_dir=args.out, use_tools=not args.no_tools,
+                          batch_size=args.batch_size, video_root=args.video_root or os.path.dirname(os.path.abspath(args.data)),
+                          sampler_config=overrides, agent_config=agent, video_kwargs=video_kw, clip_kwargs=clip_kw,
+                          seed=args.seed, limit=args.limit,
+                          run_info={"ckpt": os.path.abspath(args.ckpt), "data": os.path.abspath(args.data)}, log=print)
+    except EvalSettingsError as e:
+        raise CommandError(str(e)) from None
+    print(summary_table(result))
+    return 0
+

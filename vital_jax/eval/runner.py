@@ -1,0 +1,375 @@
+"""Run a model over a benchmark: the tool loop in fixed-shape batches, predictions, metrics.
+
+``evaluate(cfg, params, tokenizer, benchmark, samples, out_dir=...)`` is what ``vital eval``
+and the trainer's demo call. It writes into ``out_dir``:
+
+- ``predictions.jsonl``: one line per sample (format: :mod:`vital_jax.eval.predictions`), with
+  ``id``, ``response`` (all assistant turns), ``answer`` (the last ``<answer>`` block, or None),
+  ``tool_calls`` (``name, start_time, end_time, ok, code, message, turn``), ``end_reason``,
+  ``truncated``, ``error``, ``prompt`` and ``transcript`` (decoded; runs of visual placeholder
+  tokens collapsed to ``<|video_pad|>×N``), token counts and ``timing``;
+- ``run.json``: the settings that change predictions (tools on/off, frame and pixel limits,
+  sampling, max turns, caller's ``run_info``). Rerunning into the same folder with other
+  settings is refused, so a resumed run never mixes two configurations;
+- ``metrics.json``: :func:`vital_jax.eval.scoring.score` on every sample's line, the same
+  numbers ``vital score`` prints for that predictions file.
+
+Resumable: a sample whose id already has a line is skipped, so after a crash the rerun picks up
+where it stopped (a half-written last line is cut off first). One :class:`Sampler` is built per
+call and reused for every batch; a short last batch leaves rows empty instead of building a
+smaller sampler, so nothing recompiles between batches. Decoding is greedy (temperature 0) as
+VITAL evaluated, unless ``agent_config`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from vital_jax.agent.loop import AgentConfig, Episode, EpisodeRequest, run_episodes
+from vital_jax.eval.benchmarks import BENCHMARKS, Benchmark, Sample
+from vital_jax.eval.predictions import answer_text, append_prediction, read_predictions
+from vital_jax.eval.scoring import score
+from vital_jax.prompt import ChatRenderer, Vision
+from vital_jax.prompt.tokens import IMAGE_PAD, VIDEO_PAD
+from vital_jax.sampling import Sampler, SamplerConfig, SamplerError, SamplingOptions
+from vital_jax.video import sampling as vs
+from vital_jax.video import video_info
+from vital_jax.video.errors import VideoError
+
+PREDICTIONS_FILE = "predictions.jsonl"
+METRICS_FILE = "metrics.json"
+RUN_FILE = "run.json"
+
+# VITAL's setting for short benchmarks (method.md, section 8): <= 256 frames at about 384^2.
+EVAL_VIDEO_KWARGS: dict[str, Any] = {"max_frames": 256, "max_pixels": 384 * 384}
+# Greedy, as VITAL evaluated; 3 assistant turns = up to 2 tool calls, 1024 tokens a turn.
+EVAL_AGENT_CONFIG = AgentConfig(
+    sampling=SamplingOptions(temperature=0.0, repetition_penalty=1.0, max_new_tokens=1024), max_turns=3)
+# Files whose name lacks an extension (Video-MME's videoID, Charades ids) are looked up with these.
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
+
+_PLAN_KEYS = ("start", "end", "fps", "nframes", "min_frames", "max_frames", "min_pixels", "max_pixels", "total_pixels")
+# A long tool error as the model sees it: sizes the room an error observation takes in the cache.
+_LONG_TOOL_ERROR = ("Error: clip [12345.67, 12345.67] s is not inside [0, 12345.67] s with start < end; "
+                    "get_video_clip_frame takes exactly start_time and end_time")
+
+
+class EvalSettingsError(ValueError):
+    """``out_dir`` holds predictions made with other settings (names the file and the keys)."""
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def question_text(sample: Sample) -> str:
+    """The question as the trainer shows it: the text, then the options one per line (as
+    :func:`vital_jax.data.sft.prompt_question`). Options already written in the question
+    (LongVideo-Reason) are not repeated; bare option texts (MVBench) get their letters."""
+    q = sample.question
+    opts = [o if re.match(r"^\s*\(?[A-Z][).:]\s", o) else f"{chr(65 + i)}. {o}" for i, o in enumerate(sample.options)]
+    if opts and all(o in q for o in opts):
+        return q
+    return q + "".join("\n" + o for o in opts)
+
+
+def resolve_video(video: str | None, root: str | os.PathLike | None) -> str | None:
+    """``root/video`` (or ``video`` itself without a root / when absolute); a name without an
+    extension is tried with the usual ones. A file that is not found keeps its joined path, so
+    the episode ends ``video_error`` naming it."""
+    if video is None:
+        return None
+    path = video if (root is None or os.path.isabs(video)) else os.path.join(os.fspath(root), video)
+    if os.path.exists(path):
+        return path
+    for ext in VIDEO_EXTENSIONS:
+        if os.path.exists(path + ext):
+            return path + ext
+    return path
+
+
+@dataclasses.dataclass(frozen=True)
+class _Budget:
+    """Token counts of one sample, known before any frame is decoded."""
+
+    prompt: int          # prompt ids, visual placeholders included
+    visual: int          # merged visual tokens of the question video
+    clip: int            # visual tokens of the largest clip the tool could return
+    observation: int     # ids of the largest tool turn (clip or error)
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-int(n) // m) * m
+
+
+def _budget(renderer: ChatRenderer, question: str, video: str | None, *, use_tool: bool,
+            video_kwargs: Mapping, clip_kwargs: Mapping) -> _Budget:
+    """Exact prompt length and visual counts from the video's header (no decoding): the frame
+    plan of ``load_video`` and the largest clip ``load_clip`` can return for this video."""
+    error_obs = len(renderer.tool_error_ids(_LONG_TOOL_ERROR))
+    vid = clip = 0
+    duration = None
+    if video is not None:
+        try:
+            info = video_info(video)
+            kw = {k: video_kwargs[k] for k in _PLAN_KEYS if k in video_kwargs}
+            if kw.get("nframes") is not None:
+                kw["fps"] = None  # as load_video: a frame count replaces the rate
+            plan = vs.plan_video(info.num_frames, info.fps, info.height, info.width, path=video, **kw)
+            f = vs.IMAGE_FACTOR
+            vid = -(-len(plan.indices) // 2) * (plan.height // f) * (plan.width // f)
+            duration = info.num_frames / info.fps
+            h, w = vs.smart_resize(info.height, info.width,
+                                   min_pixels=clip_kwargs.get("min_pixels", vs.CLIP_MIN_PIXELS),
+                                   max_pixels=clip_kwargs.get("max_pixels", vs.CLIP_MAX_PIXELS), path=video)
+            ticks = math.floor(clip_kwargs.get("fps", vs.CLIP_FPS) * duration) + 1
+            frames = min(ticks, clip_kwargs.get("max_frames", vs.CLIP_MAX_FRAMES))
+            clip = -(-frames // 2) * (h // f) * (w // f)
+        except VideoError:
+            vid = clip = 0  # the episode will end video_error; it needs no room
+            duration = None
+    vision = Vision("video", vid) if vid else None
+    prompt = len(renderer.prompt(question, vision, duration=duration, use_tool=use_tool).ids)
+    obs = error_obs
+    if use_tool and clip:
+        obs = max(obs, len(renderer.tool_result_ids(0.0, duration or 0.0, Vision("video", clip))))
+    return _Budget(prompt, vid, clip if use_tool else 0, obs)
+
+
+def default_sampler_config(budgets: Sequence[_Budget], *, batch_size: int, max_turns: int,
+                           max_new_tokens: int) -> SamplerConfig:
+    """Static shapes that fit every sample of the set (so no batch fails for lack of room):
+
+    - ``cache_length``: the longest prompt + ``max_turns`` generations + a tool turn between
+      each (the largest clip, or an error text), rounded up to 64;
+    - ``chunk_buckets``: 32, 128, 512, 2048 up to the next power of two above the longest
+      prompt or tool turn (longer segments run as several chunks);
+    - ``max_visual_tokens``: every row's largest visual input in one call (prefill encodes all
+      rows' videos together, and tool clips of several rows can land in one append);
+    - ``vision_buckets``: that many patches and three smaller ones, a factor 4 apart, so a
+      single clip is not padded to a whole batch's worth;
+    - ``decode_steps``: 32 (one host round trip per 32 tokens), at most ``max_new_tokens``.
+    """
+    if not budgets:
+        raise ValueError("no samples to size the sampler for")
+    need = max(b.prompt + max_turns * max_new_tokens + (max_turns - 1) * (b.observation + 1) for b in budgets)
+    longest = max(max(b.prompt, b.observation) for b in budgets)
+    top = min(2048, max(32, 1 << (longest - 1).bit_length()))
+    chunks = tuple(sorted({c for c in (32, 128, 512, 2048) if c < top} | {top}))
+    per_row = max(16, max(max(b.visual, b.clip) for b in budgets))
+    patches = _round_up(4 * per_row * batch_size, 64)
+    vision = tuple(sorted({_round_up(patches // 4 ** k, 16) for k in range(4) if patches // 4 ** k >= 64} | {patches}))
+    return SamplerConfig(batch_size=batch_size, cache_length=max(64, _round_up(need, 64)), chunk_buckets=chunks,
+                         vision_buckets=vision, max_visual_tokens=patches // 4,
+                         decode_steps=max(1, min(32, max_new_tokens)))
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _collapse_pads(text: str) -> str:
+    """``<|video_pad|>`` × 1000 → ``<|video_pad|>×1000``: transcripts stay readable and small."""
+    for pad in (VIDEO_PAD, IMAGE_PAD):
+        text = re.sub(f"(?:{re.escape(pad)})+", lambda m, p=pad: f"{p}×{len(m.group()) // len(p)}", text)
+    return text
+
+
+def prediction_row(sample: Sample, ep: Episode, tokenizer, timing: Mapping[str, float]) -> dict[str, Any]:
+    """One predictions line for an episode (fields in the module docstring)."""
+    response = ep.response_text
+    answer, _ = answer_text({"response": response})
+    spans = {role: [] for role in ("prompt", "assistant", "tool")}
+    transcript = []
+    for role, a, b in ep.turns:
+        text = _collapse_pads(tokenizer.decode(ep.ids[a:b]))
+        spans[role].append(text)
+        if role != "prompt":
+            transcript.append({"role": role, "text": text})
+    calls = [{"name": c.name, "start_time": c.start, "end_time": c.end, "ok": c.ok, "code": c.code,
+              "message": c.message, "turn": c.turn} for c in ep.tool_calls]
+    return {
+        "id": sample.id, "response": response, "answer": answer, "tool_calls": calls,
+        "end_reason": ep.end_reason, "truncated": ep.truncated, "error": ep.error,
+        "use_tool": ep.request.use_tool, "video": ep.request.video, "duration": ep.duration,
+        "prompt": "".join(spans["prompt"]), "transcript": transcript,
+        "tokens": len(ep.ids), "generated_tokens": int(sum(ep.loss_mask)), "timing": dict(timing),
+    }
+
+
+def _error_row(sample: Sample, request: EpisodeRequest, reason: str, message: str,
+               timing: Mapping[str, float]) -> dict[str, Any]:
+    return {"id": sample.id, "response": "", "answer": None, "tool_calls": [], "end_reason": reason,
+            "truncated": False, "error": message, "use_tool": request.use_tool, "video": request.video,
+            "duration": None, "prompt": None, "transcript": [], "tokens": 0, "generated_tokens": 0,
+            "timing": dict(timing)}
+
+
+def _cut_partial_line(path: Path) -> None:
+    """A run killed mid-write leaves a last line without its newline; appending after it would
+    glue two records together, so drop it (that sample runs again)."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def _check_settings(path: Path, settings: Mapping[str, Any], has_predictions: bool) -> None:
+    if path.exists() and has_predictions:
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise EvalSettingsError(f"{path}: cannot read the previous run's settings: {e}") from e
+        differ = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        if differ:
+            raise EvalSettingsError(
+                f"{path}: this folder holds predictions made with other settings ({', '.join(differ)}: "
+                f"{ {k: old.get(k) for k in differ} } now { {k: settings.get(k) for k in differ} }); "
+                f"use another output folder or delete it")
+    path.write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
+
+
+def _jsonable(x: Any) -> Any:
+    return json.loads(json.dumps(x, default=repr, sort_keys=True))
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def evaluate(
+    cfg,
+    params,
+    tokenizer,
+    benchmark: str | Benchmark,
+    samples: Sequence[Sample],
+    *,
+    out_dir: str | os.PathLike,
+    use_tools: bool = True,
+    batch_size: int = 8,
+    video_root: str | os.PathLike | None = None,
+    sampler_config: SamplerConfig | Mapping[str, Any] | None = None,
+    agent_config: AgentConfig | None = None,
+    video_kwargs: Mapping[str, Any] | None = None,
+    clip_kwargs: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+    mesh=None,
+    run_info: Mapping[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``params`` on ``samples``; returns the metrics dict (also in ``metrics.json``).
+
+    Args:
+      cfg, params: the model (``ModelConfig`` and its params, e.g. from ``load_pretrained``).
+      tokenizer: a :class:`vital_jax.prompt.Tokenizer` matching the model.
+      benchmark: a name in ``BENCHMARKS`` (or a :class:`Benchmark`): picks the metric set.
+      samples: from ``load_benchmark``; ``limit`` keeps the first N (and scores only those).
+      out_dir: where predictions, ``run.json`` and ``metrics.json`` go; rerunning resumes.
+      use_tools: offer the clip tool (False: the prompt has no tools block and a tool call
+        gets an error observation).
+      batch_size: rows decoded together (capped at the number of samples left to run).
+      video_root: folder the samples' video paths are relative to (None: paths as written).
+      sampler_config: static shapes; None = :func:`default_sampler_config` for the samples
+        left to run; a mapping = those fields replaced in that default (e.g. cache_length).
+      agent_config: sampling, max turns, tool registry; None = greedy, 3 turns, 1024 tokens.
+      video_kwargs / clip_kwargs: ``load_video`` / ``load_clip`` options; None = the
+        agent_config's when it has them, else ``EVAL_VIDEO_KWARGS`` / the tool's defaults.
+      run_info: extra settings recorded in ``run.json`` and checked on resume (e.g. the ckpt).
+      log: progress lines (e.g. ``print``).
+    """
+    bench = BENCHMARKS[benchmark] if isinstance(benchmark, str) else benchmark
+    say = log or (lambda _msg: None)
+    base = agent_config or EVAL_AGENT_CONFIG
+    if video_kwargs is None:
+        video_kwargs = base.video_kwargs or EVAL_VIDEO_KWARGS
+    if clip_kwargs is None:
+        clip_kwargs = base.clip_kwargs or {}
+    agent = dataclasses.replace(base, video_kwargs=dict(video_kwargs), clip_kwargs=dict(clip_kwargs))
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    samples = list(samples)[:limit] if limit is not None else list(samples)
+    ids = [s.id for s in samples]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"sample id {next(i for i in ids if ids.count(i) > 1)!r} appears more than once")
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pred_path = out / PREDICTIONS_FILE
+    _cut_partial_line(pred_path)
+    done = read_predictions(pred_path)[0] if pred_path.exists() else {}
+    s = agent.sampling
+    settings = _jsonable({
+        "benchmark": bench.name, "use_tools": bool(use_tools), "video_kwargs": dict(video_kwargs),
+        "clip_kwargs": dict(clip_kwargs), "max_turns": agent.max_turns,
+        "sampling": {"temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p,
+                     "repetition_penalty": s.repetition_penalty, "max_new_tokens": s.max_new_tokens},
+        "run_info": dict(run_info or {}),
+    })
+    _check_settings(out / RUN_FILE, settings, bool(done))
+
+    todo = [x for x in samples if x.id not in done]
+    say(f"{bench.name}: {len(samples)} samples, {len(samples) - len(todo)} already in {pred_path}, "
+        f"{len(todo)} to run ({'with' if use_tools else 'without'} tools)")
+    if todo:
+        _run(cfg, params, tokenizer, todo, pred_path, use_tools=use_tools, batch_size=batch_size,
+             video_root=video_root, sampler_config=sampler_config, agent=agent, seed=seed, mesh=mesh, say=say)
+
+    preds, counts = read_predictions(pred_path)
+    result = score(bench, samples, preds)
+    result["duplicates"] = counts["duplicates"]
+    result["predictions"] = str(pred_path)
+    result["run"] = settings
+    (out / METRICS_FILE).write_text(json.dumps(result, indent=1) + "\n")
+    say(f"wrote {out / METRICS_FILE}: " + ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items()))
+    return result
+
+
+def _run(cfg, params, tokenizer, todo: Sequence[Sample], pred_path: Path, *, use_tools: bool, batch_size: int,
+         video_root, sampler_config: SamplerConfig | Mapping[str, Any] | None, agent: AgentConfig, seed: int, mesh, say) -> None:
+    renderer = ChatRenderer(tokenizer)
+    requests = [EpisodeRequest(question_text(x), resolve_video(x.video, video_root), use_tool=use_tools) for x in todo]
+    if not isinstance(sampler_config, SamplerConfig):
+        t0 = time.perf_counter()
+        budgets = [_budget(renderer, r.question, r.video, use_tool=use_tools, video_kwargs=agent.video_kwargs,
+                           clip_kwargs=agent.clip_kwargs) for r in requests]
+        default = default_sampler_config(budgets, batch_size=min(batch_size, len(todo)),
+                                         max_turns=agent.max_turns, max_new_tokens=agent.sampling.max_new_tokens)
+        sampler_config = dataclasses.replace(default, **dict(sampler_config or {}))
+        say(f"sampler: batch {sampler_config.batch_size}, cache {sampler_config.cache_length}, chunks "
+            f"{sampler_config.chunk_buckets}, vision {sampler_config.vision_buckets} "
+            f"(sized from {len(budgets)} prompts in {time.perf_counter() - t0:.1f} s)")
+    # built once: its compiled programs serve every batch (a short last batch runs with empty rows)
+    sampler = Sampler(cfg, params, sampler_config, mesh=mesh)
+    B = sampler_config.batch_size
+    n_batches = -(-len(todo) // B)
+    with pred_path.open("a", encoding="utf-8") as f:
+        for k in range(n_batches):
+            batch, reqs = todo[k * B:(k + 1) * B], requests[k * B:(k + 1) * B]
+            t0 = time.perf_counter()
+            try:
+                episodes: list[Episode | tuple[str, str]] = list(run_episodes(sampler, renderer, reqs, agent, seed=seed))
+            except SamplerError as e:
+                # one oversized sample must not sink the batch: rerun its rows one at a time
+                say(f"batch {k + 1}: {e}; running its samples one by one")
+                episodes = []
+                for r in reqs:
+                    try:
+                        episodes.append(run_episodes(sampler, renderer, [r], agent, seed=seed)[0])
+                    except SamplerError as e1:
+                        episodes.append(("sampler_error", str(e1)))
+            dt = time.perf_counter() - t0
+            timing = {"total_s": round(dt / len(batch), 4), "batch_s": round(dt, 4), "batch_rows": len(batch)}
+            for sample, req, ep in zip(batch, reqs, episodes):
+                if isinstance(ep, tuple):
+                    append_prediction(f, _error_row(sample, req, ep[0], ep[1], timing))
+                else:
+                    append_prediction(f, prediction_row(sample, ep, tokenizer, timing))
+            say(f"batch {k + 1}/{n_batches}: {len(batch)} samples in {dt:.1f} s")
