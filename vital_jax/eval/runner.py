@@ -7,7 +7,9 @@ and the trainer's demo call. It writes into ``out_dir``:
   ``id``, ``response`` (all assistant turns), ``answer`` (the last ``<answer>`` block, or None),
   ``tool_calls`` (``name, start_time, end_time, ok, code, message, turn``), ``end_reason``,
   ``truncated``, ``error``, ``prompt`` and ``transcript`` (decoded; runs of visual placeholder
-  tokens collapsed to ``<|video_pad|>×N``), token counts and ``timing``;
+  tokens collapsed to ``<|video_pad|>×N``), token counts and ``timing`` (``total_s`` is the
+  batch's wall time shared among its rows). ``end_reason`` is the loop's, or ``sampler_error``
+  when a sample does not fit the sampler's shapes even alone (``error`` says why; it scores 0);
 - ``run.json``: the settings that change predictions (tools on/off, frame and pixel limits,
   sampling, max turns, caller's ``run_info``). Rerunning into the same folder with other
   settings is refused, so a resumed run never mixes two configurations;
