@@ -39,11 +39,13 @@ END_REASONS = ("answer", "eos", "max_turns", "length", "max_new_tokens", "video_
 
 @dataclasses.dataclass
 class EpisodeRequest:
-    """One (video, question) pair. ``video`` None = text-only question."""
+    """One (video, question) pair. ``video`` None = text-only question. ``visual``: the question
+    video already loaded (e.g. augmented frames); None = load ``video`` with the config's kwargs."""
 
     question: str
     video: str | None = None
     use_tool: bool = True
+    visual: Any = None
 
 
 @dataclasses.dataclass
@@ -147,7 +149,7 @@ def run_episodes(sampler: Sampler, renderer: ChatRenderer, requests: Sequence[Ep
         visual = None
         if req.video is not None:
             try:
-                visual = load_video(req.video, **config.video_kwargs)
+                visual = req.visual if req.visual is not None else load_video(req.video, **config.video_kwargs)
                 ep.duration = _duration(req.video)
             except VideoError as e:
                 ep.end_reason, ep.error = "video_error", f"{type(e).__name__}: {e}"

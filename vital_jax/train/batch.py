@@ -38,6 +38,7 @@ class Sequence_:
     advantage: float = 0.0
     sampler_logp: Sequence[float] | None = None
     group: int = 0                       # RL: prompt group (rows of a group are contiguous)
+    generated: Sequence[int] | None = None  # 1 on tokens the policy sampled (default: loss_mask)
 
 
 def _bucket(n: int, buckets: Sequence[int], what: str, row: int) -> int:
@@ -93,6 +94,7 @@ def build_batch(cfg: ModelConfig, rows: Sequence[Sequence_], *, micro_batches: i
                "seg_window": np.zeros((n, N), np.int32), "seg_full": np.zeros((n, N), np.int32),
                "rot_hw": np.zeros((n, N, 2), np.int32), "unperm": np.zeros((n, N // v.merge_unit), np.int32)}
     vis_ids = (cfg.image_token_id, cfg.video_token_id)
+    special = vis_ids + (cfg.vision_start_token_id, cfg.vision_end_token_id)
     for i, r in enumerate(rows):
         k = len(r.ids)
         if len(r.loss_mask) != k:
@@ -102,12 +104,16 @@ def build_batch(cfg: ModelConfig, rows: Sequence[Sequence_], *, micro_batches: i
         adv[i] = r.advantage
         if r.sampler_logp is not None:
             slp[i, :k] = np.asarray(r.sampler_logp, np.float32)
-        placeholders = np.isin(row_ids, vis_ids)
+        # a policy can *generate* vision special tokens; the sampler embedded those as text, so
+        # only tokens the host inserted are placeholders or drive M-RoPE positions
+        gen = np.asarray(r.loss_mask if r.generated is None else r.generated) > 0
+        layout_ids = np.where(np.isin(row_ids, special) & gen, cfg.pad_token_id, row_ids)
+        placeholders = np.isin(layout_ids, vis_ids)
         expect = sum(int(np.prod(np.asarray(x.grid_thw))) // v.merge_unit for x in r.visuals)
         if int(placeholders.sum()) != expect:
             raise BatchError(f"row {i}: {int(placeholders.sum())} visual placeholder tokens, but its "
                              f"{len(r.visuals)} visual input(s) have {expect} merged tokens")
-        pos[:, i, :k] = row_positions(cfg, row_ids, r.visuals) if r.visuals else np.arange(k)[None]
+        pos[:, i, :k] = row_positions(cfg, layout_ids, r.visuals) if r.visuals else np.arange(k)[None]
         if use_vision and r.visuals:
             vis_index[i, :k][placeholders] = np.arange(expect)
             grids = np.stack([np.asarray(x.grid_thw).reshape(3) for x in r.visuals])

@@ -116,12 +116,31 @@ def train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, state
 
 def state_shardings(optimizer: optax.GradientTransformation, param_sh: dict, opt_state_abstract) -> TrainState:
     """Shardings of a TrainState: the optimizer's per-parameter leaves (Adam moments) follow the
-    parameter they belong to; counters and other leaves are replicated."""
+    parameter they belong to; counters and other leaves are replicated.
+
+    A leaf belongs to a parameter when the trailing dict keys of its path name that parameter and
+    the shapes agree (optax wraps the moment trees in its own state tuples, and masked or
+    multi-transformed states hold placeholders for frozen parameters).
+    """
+    del optimizer
     mesh = jax.tree.leaves(param_sh)[0].mesh
     rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    opt_sh = optax.tree_map_params(optimizer, lambda _, s: s, opt_state_abstract, param_sh,
-                                   transform_non_params=lambda _: rep,
-                                   is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+    by_path = {tuple(k.key for k in path): s for path, s in jax.tree_util.tree_leaves_with_path(param_sh)}
+    depth = max(len(k) for k in by_path)
+
+    def pick(path, leaf):
+        keys = []
+        for k in reversed(path):
+            if not isinstance(k, jax.tree_util.DictKey):
+                break
+            keys.insert(0, k.key)
+        for n in range(min(len(keys), depth), 0, -1):
+            sh = by_path.get(tuple(keys[-n:]))
+            if sh is not None and len(sh.spec) <= len(getattr(leaf, "shape", ())):
+                return sh
+        return rep
+
+    opt_sh = jax.tree_util.tree_map_with_path(pick, opt_state_abstract)
     return TrainState(rep, param_sh, opt_sh)
 
 

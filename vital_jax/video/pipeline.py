@@ -138,8 +138,13 @@ def load_video(
     total_pixels: int = sampling.VIDEO_TOTAL_PIXELS,
     timestamps: bool = False,
     cache: FrameCache | None = None,
+    frame_transform=None,
 ) -> VisualInput:
-    """A whole video (or a ``[start, end]`` window) with the qwen-vl-utils rule."""
+    """A whole video (or a ``[start, end]`` window) with the qwen-vl-utils rule.
+
+    ``frame_transform(frames uint8 [T, h, w, 3]) -> frames``: applied to the decoded, resized
+    frames before normalisation (e.g. DeepVideo-R1's noise / frame masking for easy prompts).
+    """
     path = os.fspath(path)
     info = video_info(path)
     plan = sampling.plan_video(
@@ -149,6 +154,8 @@ def load_video(
         max_pixels=max_pixels, total_pixels=total_pixels, path=path,
     )
     frames = decode_plan(path, plan, grid_fps=None, cache=cache)
+    if frame_transform is not None:
+        frames = np.asarray(frame_transform(frames), np.uint8)
     return _to_input(frames, plan, timestamps, "video")
 
 
