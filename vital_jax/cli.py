@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("vital_jax.data.commands_check", "check annotation files: schema, videos, times"),
     "infer": ("vital_jax.agent.commands_infer", "answer a question about a video with the clip tool; print the transcript"),
     "eval": ("vital_jax.eval.commands_eval", "run a checkpoint over a benchmark (tool loop); predictions + metrics, resumable"),
+    "demo": ("vital_jax.train.demo", "the whole method end to end on synthetic videos (SFT -> RL -> eval -> report)"),
     "train": ("vital_jax.train.commands_train", "train SFT or RL from a config (YAML + dotted overrides); resumes"),
     "score": ("vital_jax.eval.commands_score", "benchmark metrics from a predictions JSONL (no model needed)"),
 }
