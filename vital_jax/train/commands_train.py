@@ -1,7 +1,8 @@
 """``vital train``: run the SFT or RL trainer from a config file plus dotted overrides.
 
     vital train --config configs/tiny_synthetic.yaml stage=sft sft.steps=200 out_dir=runs/sft
-    vital train --config configs/vital_7b_stage2_rl.yaml model.init_from=runs/sft/final
+    vital train --config configs/vital_7b_stage2_rl.yaml --config configs/mesh/v5p_64.yaml \
+        model.init_from=runs/stage1/final
 
 The run resumes from ``<out_dir>/checkpoints`` when one exists (``--no-resume`` refuses to start
 over a non-empty checkpoint directory instead). SIGTERM/SIGINT checkpoint and exit 0 with the
@@ -18,7 +19,8 @@ from __future__ import annotations
 
 def add_arguments(p) -> None:
     p.description = (__doc__ or "").strip().splitlines()[0]
-    p.add_argument("--config", default=None, help="YAML config (see configs/); default: the tiny synthetic run")
+    p.add_argument("--config", action="append", default=None,
+                   help="YAML config (see configs/); repeat to merge, e.g. a stage and a mesh layout")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. rl.group_size=8")
     p.add_argument("--no-resume", action="store_true", help="fail instead of resuming an existing run")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")

@@ -347,14 +347,16 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), *,
+def load_config(path: str | Path | Sequence[str | Path] | None = None, overrides: Sequence[str] = (), *,
                 defaults: Mapping[str, Any] | None = None) -> RunConfig:
-    """Resolved :class:`RunConfig` from an optional YAML file plus overrides."""
+    """Resolved :class:`RunConfig` from optional YAML file(s) plus overrides. Several files are
+    merged in order (e.g. a stage config, then a mesh layout from ``configs/mesh/``)."""
     data: dict = dict(defaults or {})
-    if path is not None:
-        data = _merge(data, read_yaml(path))
+    paths = [] if path is None else ([path] if isinstance(path, (str, Path)) else list(path))
+    for p in paths:
+        data = _merge(data, read_yaml(p))
     data = apply_overrides(data, overrides)
-    source = f"{path}: " if path is not None else ""
+    source = f"{', '.join(map(str, paths))}: " if paths else ""
     try:
         return from_dict(RunConfig, data)
     except ConfigError as e:

@@ -225,9 +225,13 @@ class RLTrainer:
     def iterator(self):
         from vital_jax.data.pipeline import PipelineConfig, rl_iterator
 
+        from vital_jax.data.records import load_records
+
+        root = Path(self.cfg.data.root)
+        images = [r for f in self.cfg.data.image_files for r in load_records(root / f, root, kind="rl")]
         return rl_iterator(self.records(), PipelineConfig(seed=self.cfg.data.seed, shuffle=self.cfg.data.shuffle),
                            prompts_per_batch=self.cfg.rl.prompts_per_step // jax.process_count(),
-                           group_size=self.cfg.rl.group_size)
+                           group_size=self.cfg.rl.group_size, image_records=images or None)
 
     # ---------------------------------------------------------------- host state
     def host_state(self) -> dict:
