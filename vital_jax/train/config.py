@@ -167,6 +167,7 @@ class RLConfig:
     cache_length: int = 1024              # context limit of one episode
     use_tools: bool = True
     tool_bonus: float = 0.0
+    mask_truncated: bool = True           # over-long / cut-off episodes get no gradient (DAPO, VITAL)
     dynamic_sampling: bool = False        # DAPO: drop all-equal groups, refill
     max_refills: int = 2
     max_bad_steps: int = 5                # NaN/inf updates skipped before the run stops

@@ -151,11 +151,12 @@ def score_episode(cfg: RunConfig, rec, ep) -> dict[str, float]:
     return r
 
 
-def episode_row(ep, advantage: float, group: int) -> Sequence_:
-    """Training row of an episode: over-long/truncated ones and broken ones are fully masked."""
+def episode_row(ep, advantage: float, group: int, *, mask_truncated: bool = True) -> Sequence_:
+    """Training row of an episode: over-long/truncated ones (unless ``mask_truncated`` is off) and
+    broken ones are fully masked."""
     ids = list(ep.ids) or [0]
     mask = list(ep.loss_mask) if ep.ids else [0]
-    if ep.truncated or ep.end_reason == "video_error":
+    if (ep.truncated and mask_truncated) or ep.end_reason == "video_error":
         mask = [0] * len(ids)
     lp = list(ep.logprobs) if ep.ids else [0.0]
     gen = list(ep.loss_mask) if ep.ids else [0]
@@ -300,7 +301,8 @@ class RLTrainer:
                 sign = 1.0 if dec.kind == "hint" else (-1.0 if dec.kind == "perturb" else 0.0)
                 self.strengths[_key(p["record"])] = sign * float(dec.strength)
         t2 = time.perf_counter()
-        rows = [episode_row(ep, float(adv.reshape(-1)[i]), i // rl.group_size) for i, ep in enumerate(eps)]
+        rows = [episode_row(ep, float(adv.reshape(-1)[i]), i // rl.group_size, mask_truncated=rl.mask_truncated)
+                for i, ep in enumerate(eps)]
         metrics = self.update(rows)
         t_update = time.perf_counter() - t2
         metrics.update(self._rollout_metrics(prompts, eps, comps, rewards, adv))

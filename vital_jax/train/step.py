@@ -102,7 +102,7 @@ def train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, state
     zeros = jax.tree.map(jnp.zeros_like, state.params)
     (grads, loss), metrics = jax.lax.scan(one, (zeros, jnp.zeros((), jnp.float32)), batch)
     metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
-    gnorm = optax.global_norm(grads)
+    gnorm = optax.tree.norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ok = jnp.isfinite(loss) & jnp.isfinite(gnorm)
