@@ -131,7 +131,8 @@ def run_sft(cfg: RunConfig, *, resume: bool = True, log=print) -> dict:
             m = host_metrics(metrics)
             step += 1
             dt = time.perf_counter() - t0
-            m.update(step_time_s=dt, data_time_s=t_data, tokens_per_s=m["tokens"] * jax.process_count() / dt,
+            # "tokens" is already global (a sum over the sharded batch), averaged over micro-batches
+            m.update(step_time_s=dt, data_time_s=t_data, tokens_per_s=m["tokens"] * cfg.sft.micro_batches / dt,
                      learning_rate=float(_lr(cfg, step - 1)))
             if m["skipped"]:
                 bad += 1
