@@ -50,7 +50,11 @@ def run(args) -> int:
     ckpt_dir = Path(cfg.out_dir) / "checkpoints"
     if args.no_resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
         raise CommandError(f"{ckpt_dir} already has checkpoints (drop --no-resume to continue that run)")
+    from jax.errors import JaxRuntimeError
+
+    from vital_jax.train.batch import BatchError
     from vital_jax.train.common import TrainingError
+    from vital_jax.train.distributed import collective_error_message, exit_now, is_multiprocess
 
     try:
         if cfg.stage == "sft":
@@ -61,10 +65,22 @@ def run(args) -> int:
             from vital_jax.train.rl import run_rl
 
             out = run_rl(cfg)
-    except (ConfigError, TrainingError) as e:
+    except (ConfigError, TrainingError, BatchError) as e:
+        if is_multiprocess():   # the peers may be blocked in a collective on us: exit at once
+            exit_now(f"vital train: error: process {_rank()}: {e}", 2)
         raise CommandError(str(e)) from None
+    except JaxRuntimeError as e:
+        if is_multiprocess():   # typically a collective whose peer died ("Connection closed by peer")
+            exit_now(f"vital train: error: {collective_error_message(e)}")
+        raise
     if out["stopped"]:
         print(f"stopped ({out['stopped']}) at step {out['steps']}; rerun the same command to resume")
     else:
         print(f"done: {out['steps']} steps; model in {out['final']}")
     return 0
+
+
+def _rank() -> int:
+    import jax
+
+    return jax.process_index()

@@ -8,13 +8,17 @@ cluster detection.
 - GPU clusters under SLURM / Open MPI: JAX's auto-detection reads the scheduler's environment;
   elsewhere pass the three flags (one process per host, or per GPU with ``--local-devices``).
 
-A peer that dies makes the others fail at their next collective; the heartbeat timeout
-(``--heartbeat-timeout``, seconds) bounds how long that takes.
+A peer that dies makes the others fail at their next collective (its connections close: an
+immediate error, which ``vital train`` reports in one line, exit status 3); a process that is not
+in a collective is stopped by JAX's coordination service once the peer has missed heartbeats for
+``--heartbeat-timeout`` seconds (JAX's default 100): it aborts with "Terminating process because
+the JAX distributed service detected fatal errors" (SIGABRT).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 import jax
 
@@ -70,3 +74,30 @@ def initialize_from_args(args) -> None:
     except TypeError:
         kw.pop("heartbeat_timeout_seconds", None)   # older JAX without the argument
         jax.distributed.initialize(**kw)
+
+
+PEER_FAILURE_EXIT = 3
+
+
+def is_multiprocess() -> bool:
+    return jax.process_count() > 1
+
+
+def exit_now(message: str, status: int = PEER_FAILURE_EXIT):
+    """Multi-process error exit: ``message`` as one line on stderr, then ``os._exit``.
+
+    A normal exit would run JAX's atexit shutdown barrier, which cannot complete while a peer is
+    dead (C++ errors) or blocked in a collective waiting for this process (a hang of up to the
+    300 s shutdown timeout). Exiting at once closes this process's connections, so the peers'
+    next collective fails immediately and they report it the same way.
+    """
+    sys.stdout.flush()
+    print(message, file=sys.stderr, flush=True)
+    os._exit(status)
+
+
+def collective_error_message(e: BaseException) -> str:
+    """One line for a runtime error in a multi-process run (usually a dead peer)."""
+    first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+    return (f"process {jax.process_index()}/{jax.process_count()}: {first} "
+            "(in a multi-process run this usually means a peer process died: see its log)")
