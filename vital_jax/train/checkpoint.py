@@ -11,8 +11,9 @@ One step directory holds three items:
 
 Orbax writes a step into a temporary directory and renames it when every item is complete, so a
 run killed mid-save leaves no step that :meth:`TrainCheckpoints.restore` would pick up. If the
-latest step exists but cannot be read (a disk error, a truncated file), restore warns and falls
-back to the one before it.
+latest step exists but cannot be read (a disk error, a truncated file), restore warns, falls
+back to the one before it and moves the unreadable step aside (``<step>.unreadable``), so the
+resumed run can save that step number again.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class TrainCheckpoints:
 
         ocp = self._ocp
         steps = self.steps() if step is None else [int(step)]
+        unreadable: list[int] = []
         for s in reversed(steps):
             items: dict[str, Any] = {"state": ocp.args.StandardRestore(target_state), "host": ocp.args.JsonRestore()}
             if data_iterator is not None:
@@ -82,8 +84,33 @@ class TrainCheckpoints:
                 msg = f"{self.directory}: checkpoint step {s} is unreadable ({type(e).__name__}: {e}); trying an older one"
                 warnings.warn(msg, stacklevel=2)
                 log.warning(msg)
+                unreadable.append(s)
                 continue
+            self._set_aside(unreadable)
             return s, out["state"], dict(out["host"] or {})
         if steps:
             raise TrainCheckpointError(f"{self.directory}: no readable checkpoint among steps {steps}")
         return None
+
+    def _set_aside(self, steps: list[int]) -> None:
+        """Move unreadable steps newer than the restored one to ``<step>.unreadable`` (kept for
+        inspection, ignored by Orbax): the resumed run saves those step numbers again, and Orbax
+        refuses to overwrite an existing step."""
+        if not steps:
+            return
+        import jax
+
+        if jax.process_index() == 0:
+            for s in steps:
+                src = self.directory / str(s)
+                dst = self.directory / f"{s}.unreadable"
+                n = 1
+                while dst.exists():
+                    dst, n = self.directory / f"{s}.unreadable.{n}", n + 1
+                src.rename(dst)
+                log.warning("%s: moved unreadable step %d to %s", self.directory, s, dst.name)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("vital_jax.train.checkpoint:set_aside")
+        self.manager.reload()
