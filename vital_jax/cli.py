@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("vital_jax.eval.commands_eval", "run a checkpoint over a benchmark (tool loop); predictions + metrics, resumable"),
     "demo": ("vital_jax.train.demo", "the whole method end to end on synthetic videos (SFT -> RL -> eval -> report)"),
     "train": ("vital_jax.train.commands_train", "train SFT or RL from a config (YAML + dotted overrides); resumes"),
+    "plan": ("vital_jax.train.commands_plan", "per-device memory of a config on a mesh (no weights allocated); fits or not"),
     "score": ("vital_jax.eval.commands_score", "benchmark metrics from a predictions JSONL (no model needed)"),
 }
 
