@@ -165,7 +165,7 @@ def test_launcher_prefixes_forwards_sigint_once_and_names_the_failed_process():
     env = {"MODE": "fail"}
     t0 = time.monotonic()
     p = subprocess.run([sys.executable, str(LAUNCH), "-n", "2", "--grace", "1", "--", sys.executable, "-c", CHILD],
-                       capture_output=True, text=True, env={**_env(), **env}, timeout=120)
+                       capture_output=True, text=True, env={**_env(), **env}, timeout=120, check=False)
     assert p.returncode == 5, p.stdout + p.stderr
     assert time.monotonic() - t0 < 30            # p0 (sleeping 120 s) was terminated after the grace
     assert re.search(r"process 1 \(pid \d+\) failed: exit status 5", p.stderr), p.stderr
@@ -205,7 +205,10 @@ def worker_main(argv: list[str]) -> int:
     import argparse
     import functools
 
-    from vital_jax.train.distributed import add_distributed_arguments, initialize_from_args
+    from vital_jax.train.distributed import (
+        add_distributed_arguments,
+        initialize_from_args,
+    )
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--init", required=True)
@@ -219,7 +222,12 @@ def worker_main(argv: list[str]) -> int:
 
     from vital_jax.sharding import make_mesh
     from vital_jax.train.batch import Sequence_, batch_shardings, build_batch
-    from vital_jax.train.common import build_model, build_tokenizer, host_metrics, put_batch
+    from vital_jax.train.common import (
+        build_model,
+        build_tokenizer,
+        host_metrics,
+        put_batch,
+    )
     from vital_jax.train.config import load_config
     from vital_jax.train.optim import make_optimizer
     from vital_jax.train.rl import rl_loss
@@ -258,6 +266,11 @@ def worker_main(argv: list[str]) -> int:
         nb.pop("sampler_logp")
         return put_batch(nb, batch_shardings(mesh, _global_shapes(nb)))
 
+    def row_nll(params, batch):
+        """Per-row masked NLL of micro-batch 0, ``[rows]`` in global row order."""
+        mb = jax.tree.map(lambda x: x[0], batch)
+        return -jax.numpy.sum(token_logps(mcfg, params, mb) * mb["loss_mask"], axis=-1)
+
     result: dict = {"devices": jax.device_count(), "processes": hosts}
     with jax.set_mesh(mesh):
         for name, loss_fn, optim, steps in (
@@ -278,8 +291,7 @@ def worker_main(argv: list[str]) -> int:
                 result.setdefault(f"{name}_grad_norm", []).append(m["grad_norm"])
             if name == "sft":
                 batch = batch_of(rows(7, False))
-                nll = jax.jit(lambda p, b: -jax.numpy.sum(token_logps(mcfg, p, jax.tree.map(lambda x: x[0], b))
-                                                         * b["loss_mask"][0], axis=-1))(state.params, batch)
+                nll = jax.jit(row_nll)(state.params, batch)
                 result["row_nll"] = np.asarray(multihost_utils.process_allgather(nll, tiled=True)).tolist()
             full = multihost_utils.process_allgather(state.params, tiled=True)
             result.setdefault("params_abs_sum", []).append(

@@ -54,7 +54,11 @@ def run(args) -> int:
 
     from vital_jax.train.batch import BatchError
     from vital_jax.train.common import TrainingError
-    from vital_jax.train.distributed import collective_error_message, exit_now, is_multiprocess
+    from vital_jax.train.distributed import (
+        collective_error_message,
+        exit_now,
+        is_multiprocess,
+    )
 
     try:
         if cfg.stage == "sft":
