@@ -197,7 +197,8 @@ class RLTrainer:
             batch_size=rl.rollout_batch, cache_length=rl.cache_length,
             chunk_buckets=tuple(b for b in (32, 128, 512, 2048) if b < rl.cache_length) or (rl.cache_length,),
             vision_buckets=(256, 1024, 4096, 16384), max_visual_tokens=max(256, rl.rollout_batch * per_row_tokens),
-            decode_steps=32), mesh=self.mesh)
+            decode_steps=32), mesh=self.rollout_mesh())
+        self.sampler.params = self.policy_view(self.state.params)
         d = rl.difficulty
         self.tracker = DifficultyTracker(d.window, hint=Schedule(scale=d.hint_scale, max_strength=d.hint_max),
                                          perturb=Schedule(scale=d.perturb_scale, max_strength=d.perturb_max))
@@ -210,6 +211,33 @@ class RLTrainer:
         self._logp = jax.jit(functools.partial(_logp_all, self.mcfg))
         self._embed = jax.jit(functools.partial(_embed_all, self.mcfg))
         self.loss_fn = functools.partial(rl_loss, self.mcfg, rl)
+
+    # ---------------------------------------------------------------- rollout placement
+    def rollout_mesh(self):
+        """Each process rolls out its own prompts, so its sampler lives on a mesh of its *local*
+        devices (the global mesh would make every decode a cross-host program)."""
+        if jax.process_count() == 1:
+            return self.mesh
+        from vital_jax.sharding import make_mesh
+
+        return make_mesh(*self.cfg.mesh.resolve(jax.local_device_count()), devices=jax.local_devices())
+
+    def policy_view(self, params):
+        """The policy params as the sampler sees them: the same buffers; with several processes, a
+        zero-copy view of this process's shards on the local mesh. Valid while no parameter is split
+        across processes (fsdp x tensor within one host), which the check below enforces."""
+        if jax.process_count() == 1:
+            return params
+        local = self.sampler.mesh
+
+        def view(x):
+            sh = jax.sharding.NamedSharding(local, x.sharding.spec)
+            shards = x.addressable_shards
+            if sh.shard_shape(x.shape) != shards[0].data.shape:
+                raise TrainingError(f"parameter of shape {x.shape} is split across processes "
+                                    f"({x.sharding.spec}); rollouts need fsdp x tensor within one host")
+            return jax.make_array_from_single_device_arrays(x.shape, sh, [s.data for s in shards])
+        return jax.tree.map(view, params)
 
     # ---------------------------------------------------------------- data
     def records(self):
@@ -259,7 +287,7 @@ class RLTrainer:
                                                      max_new_tokens=rl.max_new_tokens),
                             max_turns=rl.max_turns, video_kwargs=video_kwargs(self.cfg.data.vision),
                             clip_kwargs=clip_kwargs(self.cfg.data.vision))
-        self.sampler.params = self.state.params      # the policy's live buffers, no copy
+        self.sampler.params = self.policy_view(self.state.params)   # the policy's live buffers, no copy
         eps = []
         B = rl.rollout_batch
         base = (self.cfg.seed * 1_000_003 + step * 1009 + attempt * 101 + jax.process_index() * 7919) % 2**31
@@ -305,7 +333,7 @@ class RLTrainer:
                 for i, ep in enumerate(eps)]
         metrics = self.update(rows)
         t_update = time.perf_counter() - t2
-        metrics.update(self._rollout_metrics(prompts, eps, comps, rewards, adv))
+        metrics.update(_mean_over_processes(self._rollout_metrics(prompts, eps, comps, rewards, adv)))
         gen_tokens = sum(int(np.sum(ep.loss_mask)) for ep in eps)
         metrics.update(zero_variance_group_fraction=zero_frac, time_rollout_s=t_roll, time_reward_s=t_reward,
                        time_update_s=t_update, step_time_s=time.perf_counter() - t0,
@@ -370,7 +398,7 @@ class RLTrainer:
             for _ in range(rl.updates_per_rollout):
                 self.state, m = self._steps[key](self.state, batch)
                 out.append(host_metrics(m))
-        self.sampler.params = self.state.params
+        self.sampler.params = self.policy_view(self.state.params)
         m = {k: float(np.mean([o[k] for o in out])) for k in out[0]}
         m["skipped"] = float(max(o["skipped"] for o in out))
         return m
@@ -406,6 +434,25 @@ class RLTrainer:
         return out
 
 
+def _mean_over_processes(metrics: dict[str, float]) -> dict[str, float]:
+    """Rollout metrics of every process averaged (each process scored its own episodes; keys
+    one process lacks, e.g. an end reason it never saw, average over those that have them)."""
+    if jax.process_count() == 1:
+        return metrics
+    import json
+
+    from jax.experimental import multihost_utils
+
+    blob = np.frombuffer(json.dumps(metrics).encode(), np.uint8)
+    n = int(np.max(multihost_utils.process_allgather(np.asarray([blob.size]))))
+    padded = np.zeros(n, np.uint8)
+    padded[:blob.size] = blob
+    every = np.asarray(multihost_utils.process_allgather(padded)).reshape(jax.process_count(), n)
+    dicts = [json.loads(bytes(row).rstrip(b"\0").decode()) for row in every]
+    keys = sorted({k for d in dicts for k in d})
+    return {k: float(np.nanmean([d[k] for d in dicts if k in d])) for k in keys}
+
+
 def _gather_rows(x: np.ndarray) -> np.ndarray:
     """All processes' rows of a host array, in process order (identical on every host)."""
     if jax.process_count() == 1:
@@ -427,7 +474,7 @@ def run_rl(cfg: RunConfig, *, resume: bool = True, log=print) -> dict:
         if got is not None:
             start, tr.state, host = got
             tr.load_host_state(host)
-            tr.sampler.params = tr.state.params
+            tr.sampler.params = tr.policy_view(tr.state.params)
             log(f"resumed from {tr.ckpts.directory}/{start}")
     step, stopped = start, None
     rl = cfg.rl
