@@ -87,6 +87,10 @@ class RuntimeOptions:
     - ``attention``: ``"xla"`` (plain einsum + masked softmax). A Pallas/splash kernel plugs in
       through :func:`vital_jax.models.qwen2_5_vl.modeling.register_attention`.
     - ``freeze_vision``: no gradient flows into the vision tower (VITAL's RL setting).
+    - ``vision_frame_block``: 0 (default) runs the full-attention vision blocks with a dense
+      [N, N] frame mask, right for any layout. k > 0 promises that no frame (one temporal slice
+      of a visual item, h*w patches) has more than k patches: those blocks then attend in a band
+      of k-patch blocks, ~3k/N of the dense cost. A frame over k raises at run time.
     """
 
     param_dtype: str = "float32"
@@ -95,6 +99,7 @@ class RuntimeOptions:
     remat: str = "none"
     attention: str = "xla"
     freeze_vision: bool = False  # stop gradients at the vision tower's output
+    vision_frame_block: int = 0
 
     def __post_init__(self):
         for name in ("param_dtype", "compute_dtype"):
@@ -104,6 +109,8 @@ class RuntimeOptions:
                 raise ConfigError(f"runtime.{name}={getattr(self, name)!r} is not a dtype") from e
         if self.remat not in ("none", "full", "dots"):
             raise ConfigError(f"runtime.remat={self.remat!r}; expected 'none', 'full' or 'dots'")
+        if not isinstance(self.vision_frame_block, int) or self.vision_frame_block < 0:
+            raise ConfigError(f"runtime.vision_frame_block={self.vision_frame_block!r}; expected an int >= 0")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -53,6 +53,48 @@ def xla_attention(q: Array, k: Array, v: Array, mask: Array, scale: float) -> Ar
     return o.reshape(B, n, H, d).astype(q.dtype)
 
 
+class CausalMask(NamedTuple):
+    """Mask of a whole sequence without a cache: query i sees key j iff j <= i and ``valid[b, j]``.
+
+    Passed to :func:`decode_hidden` instead of the [B, L, L] array of :func:`causal_mask`, so the
+    attention can skip the keys after each query chunk rather than compute and mask them.
+    """
+
+    valid: Array  # [B, L] bool/int padding mask
+
+
+def _query_chunks(n: int) -> list[tuple[int, int]]:
+    """Static [start, end) query chunks for causal attention: chunk c needs keys [0, end) only, so
+    4 chunks compute ~5/8 of the L x L scores. Short sequences stay whole (slicing costs more)."""
+    c = max(1, min(4, n // 128))
+    edges = [round(i * n / c) for i in range(c + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def xla_causal_attention(q: Array, k: Array, v: Array, valid: Array, scale: float) -> Array:
+    """Causal attention over a whole sequence. q [B, n, H, d]; k, v [B, K, n, d]; valid [B, n]
+    -> [B, H, n, d] (heads-major).
+
+    Heads-major with K/V repeated to H heads: on CPU the batched [n, d] x [d, n] matmuls run
+    faster than the grouped form's, and each query chunk only meets the keys up to its end.
+    """
+    B, n, H, d = q.shape
+    g = H // k.shape[1]
+    qh = jnp.swapaxes(q * jnp.asarray(scale, q.dtype), 1, 2)             # [B, H, n, d]
+    kh = jnp.repeat(k, g, axis=1) if g > 1 else k                        # [B, H, n, d]
+    vh = jnp.repeat(v, g, axis=1) if g > 1 else v
+    valid = valid.astype(bool)
+    outs = []
+    for c0, c1 in _query_chunks(n):
+        s = jnp.einsum("bhqd,bhkd->bhqk", qh[:, :, c0:c1], kh[:, :, :c1], preferred_element_type=jnp.float32)
+        m = (np.arange(c0, c1)[:, None] >= np.arange(c1)[None, :])[None] & valid[:, None, :c1]   # [B, cq, c1]
+        s = jnp.where(m[:, None], s, _NEG)
+        p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
+        outs.append(jnp.einsum("bhqk,bhkd->bhqd", p, vh[:, :, :c1], preferred_element_type=jnp.float32))
+    o = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=2)
+    return o.astype(q.dtype)
+
+
 def attention_fn(name: str) -> Callable:
     if name not in _ATTENTION:
         raise ValueError(f"unknown attention implementation {name!r}; known: {sorted(_ATTENTION)}")
@@ -109,14 +151,22 @@ def _remat(fn, policy: str):
 
 
 def _run_stack(layer_fn, carry, stacked: dict, extras: Any, *, scan: bool, remat: str):
-    """Apply ``layer_fn(carry, layer_params, extra_i) -> (carry, out_i)`` over the leading axis."""
+    """Apply ``layer_fn(carry, layer_params, extra_i) -> (carry, out_i)`` over the leading axis.
+
+    NumPy ``extras`` stay NumPy in the unrolled loop (bound outside the remat wrapper, which
+    would trace them), so a layer can branch on them in Python.
+    """
     fn = _remat(layer_fn, remat)
     if scan:
-        return jax.lax.scan(lambda c, xs: fn(c, xs[0], xs[1]), carry, (stacked, extras))
+        return jax.lax.scan(lambda c, xs: fn(c, xs[0], xs[1]), carry, (stacked, jax.tree.map(jnp.asarray, extras)))
     n = jax.tree.leaves(stacked)[0].shape[0]
     outs = []
     for i in range(n):
-        carry, o = fn(carry, jax.tree.map(lambda a: a[i], stacked), jax.tree.map(lambda a: a[i], extras))
+        p_i = jax.tree.map(lambda a: a[i], stacked)
+        if isinstance(extras, np.ndarray):
+            carry, o = _remat(lambda c, p, e=extras[i]: layer_fn(c, p, e), remat)(carry, p_i)
+        else:
+            carry, o = fn(carry, p_i, jax.tree.map(lambda a: a[i], extras))
         outs.append(o)
     stacked_out = None if outs[0] is None else jax.tree.map(lambda *a: jnp.stack(a), *outs)
     return carry, stacked_out
@@ -261,6 +311,85 @@ class VisionArrays(NamedTuple):
     unperm: Array      # [N / 4]
 
 
+def _banded_attention(attn: Callable, q: Array, k: Array, v: Array, seg: Array, block: int, scale: float) -> Array:
+    """Segment-masked self-attention where every segment is a contiguous run of at most ``block``
+    rows. q, k, v [N, H, d]; seg [N] -> [N, H, d].
+
+    Rows are cut into blocks of ``block``; query block j attends key blocks j-1, j, j+1 only (a
+    run of <= ``block`` rows touches at most two neighbouring blocks, so every pair of its rows
+    is inside the band), still masked by segment equality. Equal to the dense [N, N] masked
+    attention for every row whose segment obeys the bound, at ~3 * block / N of its cost.
+    """
+    N, H, d = q.shape
+    nb = -(-N // block)
+    if nb <= 2:  # the band would cover everything anyway
+        return attn(q[None], jnp.swapaxes(k, 0, 1)[None], jnp.swapaxes(v, 0, 1)[None],
+                    (seg[:, None] == seg[None, :])[None], scale)[0]
+    pad = nb * block - N
+    rows = ((0, pad), (0, 0), (0, 0))
+    # filler rows get a segment of their own (-2: real ids are >= 0, bucket padding is -1)
+    q, k, v = jnp.pad(q, rows), jnp.pad(k, rows), jnp.pad(v, rows)
+    seg = jnp.pad(seg, (0, pad), constant_values=-2)
+
+    def band(x, fill):  # [nb * block, ...] -> [nb, 3 * block, ...]: blocks j-1, j, j+1 side by side
+        xb = x.reshape((nb, block) + x.shape[1:])
+        edge = jnp.full((1, block) + x.shape[1:], fill, x.dtype)
+        return jnp.concatenate([jnp.concatenate([edge, xb[:-1]]), xb, jnp.concatenate([xb[1:], edge])], axis=1)
+
+    kb = jnp.swapaxes(band(k, 0), 1, 2)                                    # [nb, H, 3 * block, d]
+    vb = jnp.swapaxes(band(v, 0), 1, 2)
+    segk = band(seg, -3)                                                   # -3: the missing edge blocks
+    mask = seg.reshape(nb, block)[:, :, None] == segk[:, None, :]          # [nb, block, 3 * block]
+    o = attn(q.reshape(nb, block, H, d), kb, vb, mask, scale)              # [nb, block, H, d]
+    return o.reshape(nb * block, H, d)[:N]
+
+
+def _vision_attention(cfg: ModelConfig, q, k, vv, seg_w, seg_f, is_full) -> Array:
+    """Window attention (``is_full`` false) or per-frame attention (true); q, k, vv [N, Hv, d].
+
+    Windows are contiguous runs of at most window_merged^2 * merge_unit patches (the layout puts
+    each window's patches together), so they always take the banded path with that block.
+    Frames take it with block ``runtime.vision_frame_block`` when that is set (the caller
+    promises no frame has more patches; checked at run time), else the dense [N, N] mask.
+    ``is_full`` may be a Python bool (unrolled layers) or a traced one (``lax.scan``).
+    """
+    v = cfg.vision
+    attn = attention_fn(cfg.runtime.attention)
+    scale = v.head_dim ** -0.5
+    win_block = v.window_merged ** 2 * v.merge_unit
+    frame_block = cfg.runtime.vision_frame_block
+
+    def window(q, k, vv):
+        return _banded_attention(attn, q, k, vv, seg_w, win_block, scale)
+
+    def frame(q, k, vv):
+        if frame_block:
+            return _banded_attention(attn, q, k, vv, seg_f, frame_block, scale)
+        return attn(q[None], jnp.swapaxes(k, 0, 1)[None], jnp.swapaxes(vv, 0, 1)[None],
+                    (seg_f[:, None] == seg_f[None, :])[None], scale)[0]
+
+    if isinstance(is_full, (bool, np.bool_)):
+        return frame(q, k, vv) if is_full else window(q, k, vv)
+    return jax.lax.cond(is_full, frame, window, q, k, vv)
+
+
+def _check_frames_fit(seg_f: Array, block: int) -> None:
+    """Run-time guard of ``vision_frame_block``: raise if some frame has more than ``block``
+    patches (the banded attention would silently drop part of it). Segments are contiguous, so
+    a run longer than ``block`` is exactly a row equal to the row ``block`` further on."""
+    n = seg_f.shape[0]
+    if n <= block:
+        return
+    too_long = jnp.any((seg_f[:-block] == seg_f[block:]) & (seg_f[block:] >= 0))
+
+    def check(bad):
+        if bad:
+            raise ValueError(f"a visual frame has more than runtime.vision_frame_block={block} patches; "
+                             "raise vision_frame_block to the largest frame's t-slice h*w (or set it to 0)")
+
+    jax.debug.callback(check, too_long)
+
+
 def _vision_block(cfg: ModelConfig, x, p, is_full, *, cos, sin, seg_w, seg_f):
     v = cfg.vision
     cd = cfg.runtime.compute_dtype
@@ -269,11 +398,7 @@ def _vision_block(cfg: ModelConfig, x, p, is_full, *, cos, sin, seg_w, seg_f):
     q, k, vv = qkv[0], qkv[1], qkv[2]                                     # [N, Hv, d]
     q = q * cos[:, None] + rotate_half(q) * sin[:, None]
     k = k * cos[:, None] + rotate_half(k) * sin[:, None]
-    seg = jnp.where(is_full, seg_f, seg_w)
-    mask = seg[:, None] == seg[None, :]                                    # [N, N]
-    attn = attention_fn(cfg.runtime.attention)
-    o = attn(q[None], jnp.swapaxes(k, 0, 1)[None], jnp.swapaxes(vv, 0, 1)[None], mask[None],
-             v.head_dim ** -0.5)[0]                                        # [N, Hv, d]
+    o = _vision_attention(cfg, q, k, vv, seg_w, seg_f, is_full)            # [N, Hv, d]
     x = x + jnp.einsum("nhd,hdc->nc", o, p["proj_kernel"].astype(cd)) + p["proj_bias"].astype(cd)
     h = rms_norm(x, p["norm2"], v.rms_norm_eps)
     g = h @ p["gate_kernel"].astype(cd) + p["gate_bias"].astype(cd)
@@ -290,11 +415,15 @@ def encode_vision(cfg: ModelConfig, vparams: dict, va: VisionArrays) -> Array:
     cos, sin = vision_cos_sin(va.rot_hw, v.head_dim, cd)
     is_full = np.zeros((v.depth,), bool)
     is_full[list(v.fullatt_block_indexes)] = True
+    if rt.vision_frame_block and any(is_full):
+        _check_frames_fit(va.seg_full, rt.vision_frame_block)
 
     def layer(x, p, full):
         return _vision_block(cfg, x, p, full, cos=cos, sin=sin, seg_w=va.seg_window, seg_f=va.seg_full), None
 
-    x, _ = _run_stack(layer, x, vparams["blocks"], jnp.asarray(is_full), scan=rt.scan_layers, remat=rt.remat)
+    # unrolled, each layer sees a NumPy flag and its attention shape is fixed at trace time;
+    # under lax.scan the flag is traced and _vision_attention switches with lax.cond
+    x, _ = _run_stack(layer, x, vparams["blocks"], is_full, scan=rt.scan_layers, remat=rt.remat)
     h = rms_norm(x, vparams["merger_norm"], v.rms_norm_eps)
     h = h.reshape(-1, v.merge_unit * v.hidden_size)                        # [N/4, 4C]
     h = jax.nn.gelu(h @ vparams["merger_fc1_kernel"].astype(cd) + vparams["merger_fc1_bias"].astype(cd),
@@ -325,13 +454,28 @@ def _write_rows(cache: Array, new: Array, start: Array) -> Array:
     return jax.vmap(lambda c, x, s: jax.lax.dynamic_update_slice(c, x, (0, s, 0)))(cache, new, start)
 
 
+def _dense(x: Array, w: Array, n_in: int = 1) -> Array:
+    """``x [..., *in] @ w [*in, *out]`` over the last ``n_in`` axes of ``x``, as one 2D matmul.
+
+    Tokens flattened to rows and one contracting axis: the backward's weight gradient is then a
+    plain [in, rows] x [rows, out] dot. With the 3D einsum (two contracting axes, batch and seq)
+    XLA CPU transposed the [rows, out] activation gradient first, a strided copy fused with the
+    SwiGLU backward that cost about as much as the matmuls around it.
+    """
+    lead, inner = x.shape[:x.ndim - n_in], x.shape[x.ndim - n_in:]
+    k = int(np.prod(inner))
+    out = w.shape[n_in:]
+    y = x.reshape(-1, k) @ w.reshape(k, -1)
+    return y.reshape(lead + out)
+
+
 def _text_layer(cfg: ModelConfig, x, p, kv, *, cos, sin, mask, write_at):
     t = cfg.text
     cd = cfg.runtime.compute_dtype
     h = rms_norm(x, p["attn_norm"], t.rms_norm_eps)
-    q = jnp.einsum("bld,dhk->blhk", h, p["q_kernel"].astype(cd)) + p["q_bias"].astype(cd)
-    k = jnp.einsum("bld,dhk->blhk", h, p["k_kernel"].astype(cd)) + p["k_bias"].astype(cd)
-    v = jnp.einsum("bld,dhk->blhk", h, p["v_kernel"].astype(cd)) + p["v_bias"].astype(cd)
+    q = _dense(h, p["q_kernel"].astype(cd)) + p["q_bias"].astype(cd)    # [B, n, H, d]
+    k = _dense(h, p["k_kernel"].astype(cd)) + p["k_bias"].astype(cd)    # [B, n, K, d]
+    v = _dense(h, p["v_kernel"].astype(cd)) + p["v_bias"].astype(cd)
     q = q * cos[:, :, None] + rotate_half(q) * sin[:, :, None]
     k = k * cos[:, :, None] + rotate_half(k) * sin[:, :, None]
     q = constrain(q, ("batch", "seq", "act_heads", None))
@@ -344,13 +488,22 @@ def _text_layer(cfg: ModelConfig, x, p, kv, *, cos, sin, mask, write_at):
         k, v = k_all.astype(cd), v_all.astype(cd)
     else:
         new_kv = None
-    o = attention_fn(cfg.runtime.attention)(q, k, v, mask, t.head_dim ** -0.5)
-    x = x + jnp.einsum("blhk,hkd->bld", o, p["o_kernel"].astype(cd))
+    if isinstance(mask, CausalMask):
+        if kv is not None:
+            raise ValueError("CausalMask is for a whole sequence without a cache; pass a [B, n, S] mask")
+        if cfg.runtime.attention == "xla":
+            o = xla_causal_attention(q, k, v, mask.valid, t.head_dim ** -0.5)          # [B, H, n, d]
+            o = jnp.swapaxes(o, 1, 2)
+        else:  # a registered kernel gets the materialised mask
+            o = attention_fn(cfg.runtime.attention)(q, k, v, causal_mask(mask.valid), t.head_dim ** -0.5)
+    else:
+        o = attention_fn(cfg.runtime.attention)(q, k, v, mask, t.head_dim ** -0.5)
+    x = x + _dense(o, p["o_kernel"].astype(cd), n_in=2)                   # o [B, n, H, d]
     h = rms_norm(x, p["mlp_norm"], t.rms_norm_eps)
-    g = jnp.einsum("bld,df->blf", h, p["gate_kernel"].astype(cd))
-    u = jnp.einsum("bld,df->blf", h, p["up_kernel"].astype(cd))
+    g = _dense(h, p["gate_kernel"].astype(cd))
+    u = _dense(h, p["up_kernel"].astype(cd))
     y = constrain(jax.nn.silu(g) * u, ("batch", "seq", "act_mlp"))
-    x = x + jnp.einsum("blf,fd->bld", y, p["down_kernel"].astype(cd))
+    x = x + _dense(y, p["down_kernel"].astype(cd))
     return constrain(x, ("batch", "seq", "act_embed")), new_kv
 
 
@@ -371,7 +524,8 @@ def decode_hidden(cfg: ModelConfig, params: dict, x: Array, position_ids: Array,
     """Run the decoder stack on embeddings ``x [B, n, D]``.
 
     ``mask [B, n, S]`` says which keys each query sees: its own chunk (S = n) without a cache, or
-    cache slots with a cache (after this chunk's keys are written at ``write_at[B]``).
+    cache slots with a cache (after this chunk's keys are written at ``write_at[B]``). Without a
+    cache, ``CausalMask(valid[B, n])`` is the same as ``causal_mask(valid)`` and faster.
     Returns the final-normed hidden states and the updated cache.
     """
     t, rt = cfg.text, cfg.runtime
@@ -390,7 +544,11 @@ def lm_logits(cfg: ModelConfig, params: dict, h: Array) -> Array:
     """float32 logits [B, n, V]."""
     cd = cfg.runtime.compute_dtype
     w = params["embed"].T if cfg.text.tie_word_embeddings else params["lm_head"]
-    logits = jnp.einsum("bld,dv->blv", h.astype(cd), w.astype(cd), preferred_element_type=jnp.float32)
+    B, n, D = h.shape
+    # 2D matmul (one contracting axis): see _dense; here the alternative transposed the whole
+    # [B*n, V] logits gradient in the backward
+    logits = jnp.dot(h.astype(cd).reshape(B * n, D), w.astype(cd), preferred_element_type=jnp.float32)
+    logits = logits.reshape(B, n, -1)
     return constrain(logits, ("batch", "seq", "act_vocab"))
 
 
@@ -414,5 +572,5 @@ def model_logits(cfg: ModelConfig, params: dict, input_ids: Array, position_ids:
         if cfg.runtime.freeze_vision:
             vis_embeds = jax.lax.stop_gradient(vis_embeds)
     x = embed_tokens(cfg, params, input_ids, vis_embeds, vis_index)
-    h, _ = decode_hidden(cfg, params, x, position_ids, causal_mask(attention_mask))
+    h, _ = decode_hidden(cfg, params, x, position_ids, CausalMask(attention_mask))
     return lm_logits(cfg, params, h)

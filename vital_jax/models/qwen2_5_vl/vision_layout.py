@@ -91,3 +91,10 @@ def vision_layout(grid_thw, vision_config, pad_to: int | None = None) -> VisionL
         perm=perm.astype(np.int32), seg_window=seg_w.astype(np.int32), seg_full=seg_f.astype(np.int32),
         rot_hw=rot_all.astype(np.int32), unperm=unperm.astype(np.int32), num_patches=n_real,
     )
+
+
+def max_frame_patches(grid_thw) -> int:
+    """Patches of the largest frame (one temporal slice, h*w) among ``grid_thw``: the smallest
+    valid ``RuntimeOptions.vision_frame_block`` for these items."""
+    g = np.asarray(grid_thw, dtype=np.int64).reshape(-1, 3)
+    return int((g[:, 1] * g[:, 2]).max()) if len(g) else 0
