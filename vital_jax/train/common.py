@@ -107,7 +107,8 @@ def build_model(cfg: RunConfig, tok, mesh) -> tuple[ModelConfig, dict]:
     """(model config with the run's runtime options, params placed on ``mesh``)."""
     m = cfg.model
     runtime = dict(param_dtype=m.param_dtype, compute_dtype=m.compute_dtype, scan_layers=m.scan_layers,
-                   remat=m.remat, attention=m.attention, freeze_vision=m.freeze_vision)
+                   remat=m.remat, attention=m.attention, freeze_vision=m.freeze_vision,
+                   vision_frame_block=m.vision_frame_block)
     if m.init_from is not None:
         src = Path(m.init_from)
         if (src / "params").is_dir():

@@ -70,6 +70,7 @@ class ModelSection:
     remat: str = "none"
     attention: str = "xla"
     freeze_vision: bool = False
+    vision_frame_block: int = 0          # banded full-attention blocks: patches of the largest frame (0: dense)
     seed: int = 0                        # init seed for a fresh model
 
 

@@ -58,10 +58,12 @@ def token_logps(cfg: ModelConfig, params: dict, mb: dict, vis_embeds: jax.Array 
         idx = jnp.maximum(mb["vis_index"], 0)
         take = jnp.take_along_axis(vis_embeds.astype(cd), idx[..., None], axis=1)
         x = jnp.where((mb["vis_index"] >= 0)[..., None], take, x)
-    h, _ = modeling.decode_hidden(cfg, params, x, mb["position_ids"], modeling.causal_mask(mb["attention_mask"]))
+    h, _ = modeling.decode_hidden(cfg, params, x, mb["position_ids"], modeling.CausalMask(mb["attention_mask"]))
     logits = modeling.lm_logits(cfg, params, h[:, :-1])                          # [b, L-1, V] f32
     lse = jax.nn.logsumexp(logits, axis=-1)
-    target = jnp.take_along_axis(logits, ids[:, 1:, None], axis=-1)[..., 0]
+    # target logit by comparison, not take_along_axis: its gradient would be a [b, L, V] scatter
+    hit = jax.lax.broadcasted_iota(jnp.int32, logits.shape, 2) == ids[:, 1:, None]
+    target = jnp.sum(jnp.where(hit, logits, 0.0), axis=-1)
     logp = jnp.pad(target - lse, ((0, 0), (1, 0)))
     if not with_entropy:
         return logp
