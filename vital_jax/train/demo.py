@@ -36,7 +36,7 @@ class DemoConfig:
     rl_prompts: int = 4
     rl_group: int = 4
     rl_lr: float = 2e-5
-    max_new_tokens: int = 96
+    max_new_tokens: int = 192         # the SFT first turn alone is ~110 tokens with the small tokenizer
     eval_limit: int | None = 48
     eval_batch: int = 8
     seed: int = 0
