@@ -72,7 +72,8 @@ def build_batch(cfg: ModelConfig, rows: Sequence[Sequence_], *, micro_batches: i
     n = len(rows)
     if n == 0 or n % micro_batches:
         raise BatchError(f"{n} rows cannot split into {micro_batches} equal micro-batches")
-    L = token_len or _bucket(max(len(r.ids) for r in rows), token_buckets, "tokens", 0)
+    lengths = [len(r.ids) for r in rows]
+    L = token_len or _bucket(max(lengths), token_buckets, "tokens", int(np.argmax(lengths)))
     if max(len(r.ids) for r in rows) > L:
         raise BatchError(f"a row has {max(len(r.ids) for r in rows)} tokens > token_len {L}")
     v = cfg.vision

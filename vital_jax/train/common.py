@@ -160,7 +160,8 @@ class Run:
         mesh = make_mesh(*cfg.mesh.resolve(jax.device_count()))
         tok = build_tokenizer(cfg)
         model_cfg, params = build_model(cfg, tok, mesh)
-        writer = MetricsWriter(out, console=False)
+        # flush every line: a run killed by a dead peer or a pre-emption keeps all its metrics
+        writer = MetricsWriter(out, console=False, flush_secs=0.0)
         return cls(cfg, out, mesh, tok, model_cfg, params, writer)
 
     def export_final(self, params: dict) -> Path:
