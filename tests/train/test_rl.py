@@ -165,3 +165,21 @@ def test_rl_run_resumes_exactly(suite, tmp_path, monkeypatch, compile_cache):
     _, pb = load_pretrained(resumed["final"])
     for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
+
+
+def test_reward_ignores_the_end_of_turn_token():
+    """The policy's <|im_end|> is trained on but is not answer text: a well-formed two-turn
+    response scores its format point with or without it."""
+    from vital_jax.data.records import Record, Solution
+
+    rec = Record(kind="rl", media_type="video", media="v.mp4", media_path="v.mp4", question="When?",
+                 data_source="synthetic/charades", solution=Solution(interval=(1.0, 2.5)), duration=30.0)
+    ep = Episode(EpisodeRequest("q", "v.mp4"))
+    ep.texts = ['<think>a</think> <tool_call>{"name": "get_video_clip_frame", "arguments": '
+                '{"start_time": 1, "end_time": 3}}</tool_call>', "<think>b</think> <answer>(1.00, 2.00)</answer><|im_end|>"]
+    ep.end_reason = "eos"
+    cfg = load_config(None, [])
+    got = rl_mod.score_episode(cfg, rec, ep)
+    assert got["format"] == 1.0 and got["hack"] == 0.0 and got["iou_raw"] == pytest.approx(2 / 3)
+    ep.texts[1] += " trailing text"
+    assert rl_mod.score_episode(cfg, rec, ep)["format"] == 0.0

@@ -36,6 +36,7 @@ class DemoConfig:
     rl_prompts: int = 4
     rl_group: int = 4
     rl_lr: float = 2e-5
+    rl_temperature: float = 0.5       # VITAL samples at 1.0; a 64-wide model's samples are noise there
     max_new_tokens: int = 192         # the SFT first turn alone is ~110 tokens with the small tokenizer
     eval_limit: int | None = 48
     eval_batch: int = 8
@@ -62,7 +63,7 @@ def stage_configs(demo: DemoConfig, out: Path) -> tuple[RunConfig, RunConfig]:
         f"rl.steps={demo.rl_steps}", f"rl.prompts_per_step={demo.rl_prompts}", f"rl.group_size={demo.rl_group}",
         f"rl.rollout_batch={demo.rl_prompts * demo.rl_group}", f"rl.max_new_tokens={demo.max_new_tokens}",
         "data.token_buckets=[768, 1024]", "rl.loss=dgrpo", "rl.advantage=dgrpo", "rl.beta=0.0", "rl.max_turns=2", "rl.cache_length=1024",
-        f"rl.optim.learning_rate={demo.rl_lr}"]))
+        f"rl.optim.learning_rate={demo.rl_lr}", f"rl.temperature={demo.rl_temperature}"]))
     return sft, rl
 
 

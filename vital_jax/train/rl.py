@@ -140,11 +140,17 @@ def _key(rec) -> str:
     return f"{rec.file}:{rec.index}"
 
 
+END_OF_TURN = "<|im_end|>"
+
+
 def score_episode(cfg: RunConfig, rec, ep) -> dict[str, float]:
     from vital_jax.rl.rewards import reward
 
     ok_calls = sum(1 for c in ep.tool_calls if c.ok)
-    r = reward(rec.data_source, ep.response_text, solution_for_reward(rec), num_tool_calls=ok_calls,
+    # the end-of-turn token is the policy's (it is trained on), but not part of the answer text:
+    # scored as decoded with special tokens skipped, as verl/VITAL do
+    turns = [t.removesuffix(END_OF_TURN).rstrip() for t in ep.texts]
+    r = reward(rec.data_source, turns, solution_for_reward(rec), num_tool_calls=ok_calls,
                tool_bonus=cfg.rl.tool_bonus)
     if ep.end_reason == "video_error":
         r = {k: 0.0 for k in r}
