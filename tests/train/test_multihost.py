@@ -65,10 +65,10 @@ def _lines(text: str, rank: int) -> list[str]:
     return [ln[len(tag):] for ln in text.splitlines() if ln.startswith(tag)]
 
 
-_READERS: dict[int, "queue.Queue[str | None]"] = {}
+_READERS: dict[int, queue.Queue[str | None]] = {}
 
 
-def _reader(proc: subprocess.Popen) -> "queue.Queue[str | None]":
+def _reader(proc: subprocess.Popen) -> queue.Queue[str | None]:
     """Lines of the launcher's output through a thread, so waiting for one can time out
     (a bare readline() blocks forever when the children go quiet)."""
     q = _READERS.get(proc.pid)
@@ -272,7 +272,8 @@ def worker_main(argv: list[str]) -> int:
     from vital_jax.train.config import load_config
     from vital_jax.train.optim import make_optimizer
     from vital_jax.train.rl import rl_loss
-    from vital_jax.train.sft import _global_pads, _global_shapes, _sft_loss
+    from vital_jax.train.batch import global_pads, global_shapes
+    from vital_jax.train.sft import _sft_loss
     from vital_jax.train.step import init_state, jit_train_step, token_logps
 
     cfg = load_config(None, [f"model.init_from={args.init}", "data.token_buckets=[64]", "rl.group_size=2",
@@ -293,7 +294,7 @@ def worker_main(argv: list[str]) -> int:
             prompt = int(rng.integers(4, 12))
             mask = [0] * prompt + [1] * (n - prompt)
             adv = float((i // 2) % 2 * 2 - 1) * (1.0 + i / 10) if rl else 0.0
-            out.append(Sequence_(ids, mask, [], adv, [0.0] * n, i // 2))
+            out.append(Sequence_(ids, mask, [], adv, group=i // 2))
         return out
 
     def local(global_rows):
@@ -303,9 +304,9 @@ def worker_main(argv: list[str]) -> int:
     def batch_of(global_rows):
         mine = local(global_rows)
         nb = build_batch(mcfg, mine, micro_batches=1, token_buckets=cfg.data.token_buckets,
-                         vision_buckets=cfg.data.vision_buckets, **_global_pads(cfg, mine, mcfg))
-        nb.pop("sampler_logp")
-        return put_batch(nb, batch_shardings(mesh, _global_shapes(nb)))
+                         vision_buckets=cfg.data.vision_buckets,
+                         **global_pads(cfg.data.token_buckets, cfg.data.vision_buckets, mine))
+        return put_batch(nb, batch_shardings(mesh, global_shapes(nb)))
 
     def row_nll(params, batch):
         """Per-row masked NLL of micro-batch 0, ``[rows]`` in global row order."""

@@ -36,7 +36,6 @@ class Sequence_:
     loss_mask: Sequence[int]
     visuals: Sequence[Any] = ()          # VisualInput-like: pixel_values, grid_thw, second_per_grid_t, kind
     advantage: float = 0.0
-    sampler_logp: Sequence[float] | None = None
     group: int = 0                       # RL: prompt group (rows of a group are contiguous)
     generated: Sequence[int] | None = None  # 1 on tokens the policy sampled (default: loss_mask)
 
@@ -66,7 +65,7 @@ def build_batch(cfg: ModelConfig, rows: Sequence[Sequence_], *, micro_batches: i
     """NumPy batch pytree with leading ``[M, b]`` dims (see the module docstring).
 
     Keys: ``input_ids, attention_mask, position_ids [M, 3, b, L], loss_mask (float32),
-    vis_index, advantages [M, b], sampler_logp`` and ``vision`` (a dict of the tower's layout
+    vis_index, advantages [M, b]`` and ``vision`` (a dict of the tower's layout
     arrays, ``[M, b, N, ...]``) when any row has a visual input.
     """
     n = len(rows)
@@ -83,7 +82,6 @@ def build_batch(cfg: ModelConfig, rows: Sequence[Sequence_], *, micro_batches: i
     pos = np.ones((3, n, L), np.int32)
     vis_index = np.full((n, L), -1, np.int32)
     adv = np.zeros((n,), np.float32)
-    slp = np.zeros((n, L), np.float32)
     patches = [int(sum(np.prod(np.asarray(x.grid_thw)) for x in r.visuals)) for r in rows]
     use_vision = with_vision and max(patches) > 0
     if patch_len is not None:
@@ -103,8 +101,6 @@ def build_batch(cfg: ModelConfig, rows: Sequence[Sequence_], *, micro_batches: i
         row_ids = np.asarray(r.ids, np.int32)
         ids[i, :k], attn[i, :k], loss[i, :k] = row_ids, 1, np.asarray(r.loss_mask, np.float32)
         adv[i] = r.advantage
-        if r.sampler_logp is not None:
-            slp[i, :k] = np.asarray(r.sampler_logp, np.float32)
         # a policy can *generate* vision special tokens; the sampler embedded those as text, so
         # only tokens the host inserted are placeholders or drive M-RoPE positions
         gen = np.asarray(r.loss_mask if r.generated is None else r.generated) > 0
@@ -136,8 +132,7 @@ def build_batch(cfg: ModelConfig, rows: Sequence[Sequence_], *, micro_batches: i
         return np.moveaxis(x, 1, axis + 1) if axis else x
 
     out = {"input_ids": split(ids), "attention_mask": split(attn), "loss_mask": split(loss),
-           "position_ids": split(pos, axis=1), "vis_index": split(vis_index), "advantages": split(adv),
-           "sampler_logp": split(slp)}
+           "position_ids": split(pos, axis=1), "vis_index": split(vis_index), "advantages": split(adv)}
     if vis is not None:
         out["vision"] = {k: split(x) for k, x in vis.items()}
     return out
@@ -147,7 +142,7 @@ def build_batch(cfg: ModelConfig, rows: Sequence[Sequence_], *, micro_batches: i
 BATCH_AXES: dict[str, tuple] = {
     "input_ids": (None, "batch", None), "attention_mask": (None, "batch", None),
     "loss_mask": (None, "batch", None), "position_ids": (None, None, "batch", None),
-    "vis_index": (None, "batch", None), "advantages": (None, "batch"), "sampler_logp": (None, "batch", None),
+    "vis_index": (None, "batch", None), "advantages": (None, "batch"),
     "ref_logp": (None, "batch", None), "old_logp": (None, "batch", None),
 }
 VISION_AXES: dict[str, tuple] = {
@@ -168,3 +163,38 @@ def batch_shardings(mesh, batch: dict[str, Any]):
         else:
             out[k] = named_sharding(mesh, BATCH_AXES[k], np.shape(x))
     return out
+
+
+# --------------------------------------------------------------------------- several processes
+
+
+def global_pads(token_buckets: Sequence[int], vision_buckets: Sequence[int], rows: Sequence[Sequence_]) -> dict:
+    """``build_batch`` keyword arguments that make every process pick the same buckets (each
+    builds only its own rows); empty with one process."""
+    import jax
+
+    if jax.process_count() == 1:
+        return {}
+    from jax.experimental import multihost_utils
+
+    tok = max(len(r.ids) for r in rows)
+    pat = max(int(sum(np.prod(np.asarray(v.grid_thw)) for v in r.visuals)) for r in rows)
+    tok, pat = np.max(multihost_utils.process_allgather(np.asarray([tok, pat])), axis=0)
+    return {"token_len": _bucket(int(tok), token_buckets, "tokens", 0),
+            "patch_len": _bucket(int(pat), vision_buckets, "vision patches", 0) if pat else 0}
+
+
+def global_shapes(np_batch: dict) -> dict:
+    """ShapeDtypeStructs of the global batch (this process's rows x process count), for the
+    sharding rules."""
+    import jax
+
+    n = jax.process_count()
+
+    def g(path, x):
+        axis = 2 if getattr(path[0], "key", None) == "position_ids" else 1
+        shape = list(np.shape(x))
+        shape[axis] *= n
+        return jax.ShapeDtypeStruct(tuple(shape), x.dtype)
+
+    return jax.tree_util.tree_map_with_path(g, np_batch)

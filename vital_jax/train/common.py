@@ -169,18 +169,15 @@ class Run:
         from vital_jax.models.qwen2_5_vl import export_pretrained
 
         final = self.out / "final"
-        if jax.process_index() == 0:
-            host = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), params) if jax.process_count() == 1 else None
-            if host is None:  # multi-host: gather every shard to process 0
-                from jax.experimental import multihost_utils
-
-                host = multihost_utils.process_allgather(params, tiled=True)
-            export_pretrained(self.model_cfg, host, final)
-            self.tok.save(final)
-        elif jax.process_count() > 1:
+        if jax.process_count() > 1:   # every process takes part in the gather
             from jax.experimental import multihost_utils
 
-            multihost_utils.process_allgather(params, tiled=True)
+            host = multihost_utils.process_allgather(params, tiled=True)
+        else:
+            host = jax.device_get(params)
+        if jax.process_index() == 0:
+            export_pretrained(self.model_cfg, host, final)
+            self.tok.save(final)
         return final
 
 

@@ -126,7 +126,7 @@ def model_config(cfg: RunConfig, preset: str | None = None):
     """The run's ModelConfig with its runtime options: ``preset`` if given, else the config.json
     of ``model.init_from`` when it is on disk, else a preset guessed from the ``init_from`` name
     (``.../Qwen2.5-VL-7B-Instruct`` -> 7b), else ``model.preset``."""
-    from vital_jax.models.qwen2_5_vl.config import ModelConfig, TextConfig, VisionConfig
+    from vital_jax.models.qwen2_5_vl.config import ModelConfig, TextConfig
 
     m = cfg.model
     mcfg = None
@@ -207,9 +207,7 @@ def abstract_batch(mcfg, cfg: RunConfig) -> dict:
     out = {"input_ids": S((M, b, L), i32), "attention_mask": S((M, b, L), i32),
            "loss_mask": S((M, b, L), f32), "position_ids": S((M, 3, b, L), i32),
            "vis_index": S((M, b, L), i32), "advantages": S((M, b), f32)}
-    if cfg.stage == "sft":
-        out["sampler_logp"] = S((M, b, L), f32)
-    else:
+    if cfg.stage != "sft":
         if cfg.rl.beta > 0:
             out["ref_logp"] = S((M, b, L), f32)
         if cfg.rl.updates_per_rollout > 1:
@@ -417,7 +415,6 @@ def plan(cfg: RunConfig, mesh_shape: Sequence[int], *, devices: int | None = Non
     import jax
     import numpy as np
 
-    from vital_jax.models.qwen2_5_vl import modeling
     from vital_jax.sharding import named_sharding
 
     shape = resolve_mesh(mesh_shape, devices)

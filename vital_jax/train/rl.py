@@ -31,10 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vital_jax.train.batch import Sequence_, batch_shardings, build_batch
+from vital_jax.train.batch import Sequence_, batch_shardings, build_batch, global_pads, global_shapes
 from vital_jax.train.common import Run, StopFlag, TrainingError, host_metrics, put_batch
 from vital_jax.train.config import ConfigError, RunConfig
-from vital_jax.train.sft import _global_shapes, clip_kwargs, video_kwargs
+from vital_jax.train.sft import clip_kwargs, video_kwargs
 from vital_jax.train.step import row_vision_embeds, token_logps
 
 
@@ -164,9 +164,8 @@ def episode_row(ep, advantage: float, group: int, *, mask_truncated: bool = True
     mask = list(ep.loss_mask) if ep.ids else [0]
     if (ep.truncated and mask_truncated) or ep.end_reason == "video_error":
         mask = [0] * len(ids)
-    lp = list(ep.logprobs) if ep.ids else [0.0]
     gen = list(ep.loss_mask) if ep.ids else [0]
-    return Sequence_(ids, mask, list(ep.visuals) if ep.ids else [], advantage, lp, group, generated=gen)
+    return Sequence_(ids, mask, list(ep.visuals) if ep.ids else [], advantage, group, generated=gen)
 
 
 # --------------------------------------------------------------------------- trainer
@@ -181,7 +180,7 @@ class RLTrainer:
         from vital_jax.sampling import Sampler, SamplerConfig
         from vital_jax.train.checkpoint import TrainCheckpoints
         from vital_jax.train.optim import make_optimizer
-        from vital_jax.train.step import init_state
+        from vital_jax.train.step import TrainSteps, init_state
 
         rl = cfg.rl
         hosts = jax.process_count()
@@ -213,10 +212,9 @@ class RLTrainer:
                                       async_save=cfg.checkpoint.async_save)
         self.curves: dict[str, list] = {"reward/train": [], "accuracy/train": [], "loss/rl": [], "iou/train": []}
         self.bad = 0
-        self._steps: dict[tuple, Any] = {}
         self._logp = jax.jit(functools.partial(_logp_all, self.mcfg))
         self._embed = jax.jit(functools.partial(_embed_all, self.mcfg))
-        self.loss_fn = functools.partial(rl_loss, self.mcfg, rl)
+        self.train = TrainSteps(functools.partial(rl_loss, self.mcfg, rl), self.optimizer, self.state_sh)
 
     # ---------------------------------------------------------------- rollout placement
     def rollout_mesh(self):
@@ -380,12 +378,10 @@ class RLTrainer:
 
     def update(self, rows) -> dict[str, float]:
         rl, cfg = self.cfg.rl, self.cfg
-        from vital_jax.train.sft import _global_pads
-
         np_batch = build_batch(self.mcfg, rows, micro_batches=rl.micro_batches, token_buckets=cfg.data.token_buckets,
-                               vision_buckets=cfg.data.vision_buckets, **_global_pads(cfg, rows, self.mcfg))
-        np_batch.pop("sampler_logp")
-        sh = batch_shardings(self.mesh, _global_shapes(np_batch))
+                               vision_buckets=cfg.data.vision_buckets,
+                               **global_pads(cfg.data.token_buckets, cfg.data.vision_buckets, rows))
+        sh = batch_shardings(self.mesh, global_shapes(np_batch))
         batch = put_batch(np_batch, sh)
         with jax.set_mesh(self.mesh):
             if self.mcfg.runtime.freeze_vision and "vision" in batch:
@@ -394,15 +390,10 @@ class RLTrainer:
                 batch["ref_logp"] = self._logp(self.ref_params, batch)
             if rl.updates_per_rollout > 1:
                 batch["old_logp"] = self._logp(self.state.params, batch)
-            key = tuple((jax.tree_util.keystr(k), v.shape) for k, v in jax.tree_util.tree_leaves_with_path(batch))
-            if key not in self._steps:
-                from vital_jax.train.step import jit_train_step
-
-                bsh = jax.tree.map(lambda x: x.sharding, batch)
-                self._steps[key] = jit_train_step(self.loss_fn, self.optimizer, self.state_sh, bsh)
+            bsh = jax.tree.map(lambda x: x.sharding, batch)
             out = []
             for _ in range(rl.updates_per_rollout):
-                self.state, m = self._steps[key](self.state, batch)
+                self.state, m = self.train(self.state, batch, bsh)
                 out.append(host_metrics(m))
         self.sampler.params = self.policy_view(self.state.params)
         m = {k: float(np.mean([o[k] for o in out])) for k in out[0]}

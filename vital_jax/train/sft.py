@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 
-from vital_jax.train.batch import Sequence_, batch_shardings, build_batch
+from vital_jax.train.batch import Sequence_, batch_shardings, build_batch, global_pads, global_shapes
 from vital_jax.train.common import Run, StopFlag, TrainingError, host_metrics, put_batch
 from vital_jax.train.config import ConfigError, RunConfig, VisionInputConfig
 
@@ -89,8 +88,8 @@ def run_sft(cfg: RunConfig, *, resume: bool = True, log=print) -> dict:
     from vital_jax.data.pipeline import PipelineConfig, sft_iterator
     from vital_jax.prompt import ChatRenderer
     from vital_jax.train.checkpoint import TrainCheckpoints
-    from vital_jax.train.optim import make_optimizer
-    from vital_jax.train.step import abstract_state, init_state, jit_train_step
+    from vital_jax.train.optim import make_optimizer, schedule
+    from vital_jax.train.step import TrainSteps, abstract_state, init_state
 
     per_host = _check_batch(cfg)
     run = Run.create(cfg)
@@ -110,8 +109,8 @@ def run_sft(cfg: RunConfig, *, resume: bool = True, log=print) -> dict:
             start, state, host = got
             curves, bad = host.get("curves", curves), int(host.get("bad_steps", 0))
             log(f"resumed from {ckpts.directory}/{start}")
-    loss_fn = functools.partial(_sft_loss, mcfg)
-    steps: dict[tuple, Any] = {}
+    train = TrainSteps(functools.partial(_sft_loss, mcfg), optimizer, state_sh)
+    lr = schedule(cfg.sft.optim, cfg.sft.steps)
     stopped = None
     step = start
     with StopFlag() as flag, jax.set_mesh(mesh):
@@ -122,18 +121,15 @@ def run_sft(cfg: RunConfig, *, resume: bool = True, log=print) -> dict:
             rows = [ex["seq"] for ex in batch["examples"]]
             np_batch = build_batch(mcfg, rows, micro_batches=cfg.sft.micro_batches,
                                    token_buckets=cfg.data.token_buckets, vision_buckets=cfg.data.vision_buckets,
-                                   **_global_pads(cfg, rows, mcfg))
-            sh = batch_shardings(mesh, _global_shapes(np_batch))
-            key = tuple((jax.tree_util.keystr(k), np.shape(v)) for k, v in jax.tree_util.tree_leaves_with_path(np_batch))
-            if key not in steps:
-                steps[key] = jit_train_step(loss_fn, optimizer, state_sh, sh)
-            state, metrics = steps[key](state, put_batch(np_batch, sh))
+                                   **global_pads(cfg.data.token_buckets, cfg.data.vision_buckets, rows))
+            sh = batch_shardings(mesh, global_shapes(np_batch))
+            state, metrics = train(state, put_batch(np_batch, sh), sh)
             m = host_metrics(metrics)
             step += 1
             dt = time.perf_counter() - t0
             # "tokens" is already global (a sum over the sharded batch), averaged over micro-batches
             m.update(step_time_s=dt, data_time_s=t_data, tokens_per_s=m["tokens"] * cfg.sft.micro_batches / dt,
-                     learning_rate=float(_lr(cfg, step - 1)))
+                     learning_rate=float(lr(step - 1)))
             if m["skipped"]:
                 bad += 1
                 log(f"step {step}: non-finite loss/gradients ({m['loss']}, grad norm {m['grad_norm']}): update skipped")
@@ -168,38 +164,3 @@ def _sft_loss(mcfg, params, mb, ctx):
     from vital_jax.train.step import sft_loss
 
     return sft_loss(mcfg, params, mb, ctx["token_count"])
-
-
-def _lr(cfg: RunConfig, step: int) -> float:
-    from vital_jax.train.optim import schedule
-
-    return schedule(cfg.sft.optim, cfg.sft.steps)(step)
-
-
-def _global_pads(cfg: RunConfig, rows, mcfg) -> dict:
-    """With several processes, every host must pick the same buckets: agree on the maxima."""
-    if jax.process_count() == 1:
-        return {}
-    from jax.experimental import multihost_utils
-
-    from vital_jax.train.batch import _bucket
-
-    tok = max(len(r.ids) for r in rows)
-    pat = max(int(sum(np.prod(np.asarray(v.grid_thw)) for v in r.visuals)) for r in rows)
-    tok, pat = np.max(multihost_utils.process_allgather(np.asarray([tok, pat])), axis=0)
-    return {"token_len": _bucket(int(tok), cfg.data.token_buckets, "tokens", 0),
-            "patch_len": _bucket(int(pat), cfg.data.vision_buckets, "vision patches", 0) if pat else 0}
-
-
-def _global_shapes(np_batch: dict) -> dict:
-    """Shapes of the global batch (rows x process count) for the sharding rules."""
-    n = jax.process_count()
-
-    def g(path, x):
-        names = [getattr(p, "key", None) for p in path]
-        axis = 2 if names[0] == "position_ids" else 1
-        shape = list(np.shape(x))
-        shape[axis] *= n
-        return jax.ShapeDtypeStruct(tuple(shape), x.dtype)
-
-    return jax.tree_util.tree_map_with_path(g, np_batch)

@@ -166,6 +166,22 @@ def abstract_state(cfg: ModelConfig, optimizer, sh: TrainState) -> TrainState:
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, sh)
 
 
+class TrainSteps:
+    """Jitted train steps, one per batch structure (leaf paths and shapes): a run sees a few
+    token/vision buckets, and declared shardings depend on the shapes."""
+
+    def __init__(self, loss_fn: Callable, optimizer, state_sh: TrainState):
+        self.loss_fn, self.optimizer, self.state_sh = loss_fn, optimizer, state_sh
+        self._fns: dict[tuple, Callable] = {}
+
+    def __call__(self, state: TrainState, batch: dict, batch_sh: dict):
+        key = tuple((jax.tree_util.keystr(k), jnp.shape(v)) for k, v in jax.tree_util.tree_leaves_with_path(batch))
+        fn = self._fns.get(key)
+        if fn is None:
+            fn = self._fns[key] = jit_train_step(self.loss_fn, self.optimizer, self.state_sh, batch_sh)
+        return fn(state, batch)
+
+
 def jit_train_step(loss_fn: Callable, optimizer, state_sh: TrainState, batch_sh: dict):
     """``step(state, batch) -> (state, metrics)`` jitted with declared shardings; the state's
     buffers are donated (updated in place)."""
