@@ -1,63 +1,123 @@
 """Throughput of the data pipelines (examples/s) on this machine.
 
-    .venv/bin/python scripts/bench_data.py [--num 120] [--threads 2] [--frames 16]
+    .venv/bin/python scripts/bench_data.py [--quick] [--json] [--num 120] [--threads 2] [--frames 16]
 
-Generates a synthetic suite in a temp folder (timed), then measures, each after a warm-up batch:
-records-only SFT batches, RL batches with frame decoding, and RL batches with decoding plus
-DeepVideo-R1 augmentation (noise on half the prompts, hints on the other half).
+Generates a synthetic suite in a temp folder (timed), then measures, each from a fresh iterator:
+records-only SFT batches, RL batches with frame decoding, RL batches with decoding plus
+DeepVideo-R1 augmentation (noise on half the prompts, hints on the other half), and SFT batches
+with decoding. The baseline, measured in the same run: the same frame decoding
+(``UniformFrames``) called on the same videos one after another in the main thread, no pipeline.
+
+Prints one JSON object per line on stdout: the headline ``pipeline_examples_per_s`` (RL prompts
+with frame decoding, vs the serial decode rate), one ``pipeline_<case>_examples_per_s`` per case
+and ``synth_videos_per_s``; a readable table goes to stderr. ``--json`` is accepted for the
+``vital bench`` contract (the output is JSON lines either way).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
+import json
+import sys
 import tempfile
 import time
 
-from vital_jax.data.pipeline import Augment, PipelineConfig, UniformFrames, rl_iterator, sft_iterator
+from vital_jax.data.pipeline import (
+    Augment,
+    PipelineConfig,
+    UniformFrames,
+    rl_iterator,
+    sft_iterator,
+    to_example,
+)
 from vital_jax.data.records import load_records
 from vital_jax.data.synthetic import SynthConfig, generate
 
 
-def _rate(it, n_batches: int, per_batch: int) -> float:
-    next(it)  # warm-up: thread pool start, first reads
+def emit(name, value, unit, **kw):
+    print(json.dumps({"name": name, "value": value, "unit": unit, **kw}), flush=True)
+
+
+def _rate(make_it, n_batches: int, per_batch: int) -> tuple[float, float]:
+    """(examples/s, seconds) of ``n_batches`` batches from a fresh iterator, timed from its
+    creation: timing only after a warm-up batch would credit the pipeline with the examples its
+    read-ahead buffer decoded meanwhile (a large share of a short run)."""
     t = time.perf_counter()
+    it = make_it()
     for _ in range(n_batches):
         next(it)
-    return n_batches * per_batch / (time.perf_counter() - t)
+    dt = time.perf_counter() - t
+    it.close()  # stop its read-ahead threads (they would go on decoding into the next case)
+    return n_batches * per_batch / dt, dt
+
+
+def _serial_decode(records, frames: int, n: int) -> tuple[float, float]:
+    """Baseline: ``UniformFrames`` on ``n`` records in turn, in this thread. Runs before the
+    pipelines, so its warm-up call also spares them the one-time decoder set-up."""
+    load = UniformFrames(frames)
+    recs = itertools.cycle(records)
+    load(to_example(records[-1]))  # warm-up outside the timing: PyAV import and codec set-up
+    t = time.perf_counter()
+    for _ in range(n):
+        ex = load(to_example(next(recs)))
+        assert "error" not in ex, ex["error"]
+    dt = time.perf_counter() - t
+    return n / dt, dt
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--num", type=int, default=120)
+    ap.add_argument("--quick", action="store_true", help="a smaller suite and fewer batches (~10 s)")
+    ap.add_argument("--json", action="store_true", help="JSON lines on stdout (always; for vital bench)")
+    ap.add_argument("--num", type=int, default=None, help="synthetic examples (default 40 quick, 120 full)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--frames", type=int, default=16)
-    ap.add_argument("--batches", type=int, default=20)
+    ap.add_argument("--batches", type=int, default=None, help="timed batches per case (default 6 quick, 20 full)")
     args = ap.parse_args()
+    num = args.num or (40 if args.quick else 120)
+    batches = args.batches or (6 if args.quick else 20)
+    t_start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         t = time.perf_counter()
-        m = generate(out, SynthConfig(num=args.num, seed=0))
+        m = generate(out, SynthConfig(num=num, seed=0))
         gen_s = time.perf_counter() - t
-        print(f"synth: {m['videos']} videos (30-180 s, 64x64, 2 fps) in {gen_s:.1f} s "
-              f"({m['videos'] / gen_s:.1f} videos/s)")
+        emit("synth_videos_per_s", m["videos"] / gen_s, "videos/s",
+             raw={"videos": m["videos"], "seconds": gen_s}, note="vital synth: 30-180 s videos, 64x64, 2 fps")
         sft = load_records(f"{out}/sft_tool.jsonl", out)
         rl = load_records(f"{out}/rl.jsonl", out)
         cfg = PipelineConfig(seed=0, process_index=0, process_count=1, read_threads=args.threads)
-        rows = {
-            "sft records (no decode), batch 32": _rate(sft_iterator(sft, cfg, batch_size=32), args.batches, 32),
-            f"rl prompts, decode {args.frames} frames, P=8 G=8":
-                _rate(rl_iterator(rl, cfg, prompts_per_batch=8, group_size=8, load=UniformFrames(args.frames)),
-                      args.batches, 8),
-            f"rl prompts, decode {args.frames} + augment, P=8 G=8":
-                _rate(rl_iterator(rl, cfg, prompts_per_batch=8, group_size=8, load=UniformFrames(args.frames),
-                                  augment=Augment(lambda ex: 0.5 if ex["record"].index % 2 else -0.5)),
-                      args.batches, 8),
-            f"sft examples, decode {args.frames} frames, batch 8":
-                _rate(sft_iterator(sft, dataclasses.replace(cfg, seed=1), batch_size=8, load=UniformFrames(args.frames)),
-                      args.batches, 8),
+        F = args.frames
+        cases = {  # key: (description, iterator factory, examples per batch)
+            "sft_records": ("sft records (no decode), batch 32", lambda: sft_iterator(sft, cfg, batch_size=32), 32),
+            "rl_decode": (f"rl prompts, decode {F} frames, P=8 G=8",
+                          lambda: rl_iterator(rl, cfg, prompts_per_batch=8, group_size=8, load=UniformFrames(F)), 8),
+            "rl_decode_augment": (
+                f"rl prompts, decode {F} + augment, P=8 G=8",
+                lambda: rl_iterator(rl, cfg, prompts_per_batch=8, group_size=8, load=UniformFrames(F),
+                                    augment=Augment(lambda ex: 0.5 if ex["record"].index % 2 else -0.5)), 8),
+            "sft_decode": (f"sft examples, decode {F} frames, batch 8",
+                           lambda: sft_iterator(sft, dataclasses.replace(cfg, seed=1), batch_size=8,
+                                                load=UniformFrames(F)), 8),
         }
-        for name, rate in rows.items():
-            print(f"{name:55s} {rate:10.1f} examples/s")
+        serial, serial_s = _serial_decode(rl, F, batches * 8)
+        rates = {}
+        for key, (desc, make_it, per) in cases.items():
+            rate, dt = _rate(make_it, batches, per)
+            rates[key] = rate
+            print(f"{desc:55s} {rate:10.1f} examples/s", file=sys.stderr, flush=True)
+            emit(f"pipeline_{key}_examples_per_s", rate, "examples/s",
+                 raw={"examples": batches * per, "seconds": dt}, case=desc, read_threads=args.threads)
+        print(f"{'baseline: serial decode of ' + str(F) + ' frames, 1 thread':55s} {serial:10.1f} videos/s",
+              file=sys.stderr, flush=True)
+        emit("pipeline_examples_per_s", rates["rl_decode"], "examples/s",
+             baseline=f"serial UniformFrames({F}) decode of the same videos in one thread, this run",
+             raw={"pipeline_examples_per_s": rates["rl_decode"], "serial_decode_videos_per_s": serial,
+                  "serial_seconds": serial_s, "serial_videos": batches * 8},
+             speedup_vs_serial_decode=rates["rl_decode"] / serial, case=cases["rl_decode"][0],
+             read_threads=args.threads, videos=m["videos"], quick=args.quick)
+    emit("bench_data_wall_s", time.perf_counter() - t_start, "s", quick=args.quick)
 
 
 if __name__ == "__main__":
