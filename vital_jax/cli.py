@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("vital_jax.train.commands_train", "train SFT or RL from a config (YAML + dotted overrides); resumes"),
     "plan": ("vital_jax.train.commands_plan", "per-device memory of a config on a mesh (no weights allocated); fits or not"),
     "score": ("vital_jax.eval.commands_score", "benchmark metrics from a predictions JSONL (no model needed)"),
+    "bench": ("vital_jax.bench.commands_bench", "performance suite (scripts/bench_*.py): JSON lines, README table"),
 }
 
 
