@@ -188,6 +188,17 @@ def test_second_writer_appends(tmp_path):
     assert [(s, v) for s, v in scalars["loss"]] == [(i, float(i)) for i in range(5)]
 
 
+def test_drop_after_removes_rerun_steps_and_keeps_appending(tmp_path):
+    w = MetricsWriter(tmp_path, tensorboard=False, console=False, process_index=0)
+    for step in (1, 2, 3, 4):
+        w.write(step, {"loss": float(step)})
+    w.drop_after(2)                  # a resume from the step-2 checkpoint re-runs 3 and 4
+    w.write(3, {"loss": 30.0})
+    w.close()
+    assert [(r["step"], r["loss"]) for r in read_jsonl(tmp_path)] == [(1, 1.0), (2, 2.0), (3, 30.0)]
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
 def test_nonzero_process_writes_nothing(tmp_path):
     log_dir = tmp_path / "run"
     out = io.StringIO()

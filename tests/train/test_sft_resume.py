@@ -114,8 +114,9 @@ def test_sigterm_then_resume_continues_exactly(suite, uninterrupted, tmp_path):
 
 def test_corrupt_latest_falls_back_and_tmp_step_is_ignored(suite, uninterrupted, tmp_path):
     out = tmp_path / "fallback"
-    # only the checkpoints travel: metrics.jsonl below holds just what this run writes
+    # the run directory as the interrupted run left it: checkpoints 2 and 4, metrics of steps 1-4
     shutil.copytree(uninterrupted / "checkpoints", out / "checkpoints")
+    shutil.copy(uninterrupted / "metrics.jsonl", out / "metrics.jsonl")
     ck = out / "checkpoints"
     assert sorted(int(p.name) for p in ck.iterdir() if p.name.isdigit()) == [2, 4]
     # a half-written later step: a complete copy, but still under Orbax's temporary name
@@ -135,7 +136,10 @@ def test_corrupt_latest_falls_back_and_tmp_step_is_ignored(suite, uninterrupted,
     assert res["stopped"] is None and res["steps"] == STEPS
     assert any(line.startswith("resumed from") and line.endswith("/2") for line in log.lines), log.lines
     resumed, full = _losses(out), _losses(uninterrupted)
-    assert sorted(resumed) == [3, 4]     # trained from 2 again (not from the tmp step 6 or 4)
+    # trained from 2 again (not from the tmp step 6 or 4); the old lines of steps 3 and 4 were
+    # dropped on resume, so metrics.jsonl has one line per step
+    assert [r["step"] for r in read_jsonl(out)] == [1, 2, 3, 4]
+    assert sum(line.startswith("sft step ") for line in log.lines) == 2
     # the unreadable step was moved aside (kept), and step 4 saved anew by this run
     assert (ck / "4.unreadable").is_dir()
     assert sorted(int(p.name) for p in ck.iterdir() if p.name.isdigit()) == [2, 4]

@@ -344,6 +344,34 @@ class MetricsWriter:
         if time.monotonic() - self._last_flush >= self.flush_secs:
             self.flush()
 
+    def drop_after(self, step: int) -> None:
+        """Remove ``metrics.jsonl`` lines of steps after ``step`` (a resumed run re-runs them).
+
+        The file is rewritten through a temporary file and an atomic rename; TensorBoard event
+        files cannot be edited, and TensorBoard shows the re-run steps' newer values anyway.
+        """
+        if not self.active or self._jsonl is None:
+            return
+        self._jsonl.flush()
+        with open(self.jsonl_path, encoding="utf-8") as f:
+            lines = f.readlines()
+
+        def kept(line: str) -> bool:
+            try:
+                return int(json.loads(line).get("step", 0)) <= step
+            except (ValueError, AttributeError):
+                return True   # not a metrics record: not ours to drop
+
+        keep = [ln for ln in lines if not ln.strip() or kept(ln)]
+        if len(keep) == len(lines):
+            return
+        self._jsonl.close()
+        tmp = self.jsonl_path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(keep)
+        os.replace(tmp, self.jsonl_path)
+        self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")  # noqa: SIM115
+
     def flush(self) -> None:
         for f in (self._jsonl, self._events):
             if f is not None and not f.closed:

@@ -32,8 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from vital_jax.train.batch import Sequence_, batch_shardings, build_batch, global_pads, global_shapes
-from vital_jax.train.common import Run, StopFlag, TrainingError, host_metrics, put_batch
+from vital_jax.train.common import Run, TrainingError, host_metrics, put_batch
 from vital_jax.train.config import ConfigError, RunConfig
+from vital_jax.train.loop import StepLoop
 from vital_jax.train.sft import clip_kwargs, video_kwargs
 from vital_jax.train.step import row_vision_embeds, token_logps
 
@@ -464,6 +465,14 @@ def run_rl(cfg: RunConfig, *, resume: bool = True, log=print) -> dict:
     from vital_jax.train.step import abstract_state
 
     tr = RLTrainer(cfg, log=log)
+    rl = cfg.rl
+    loop = StepLoop(cfg, tr.run, tr.ckpts, kind="rl", total=rl.steps, log=log,
+                    keys={"reward_mean": "reward", "reward_accuracy": "acc", "loss": "loss",
+                          "tool_call_rate": "tools", "time_rollout_s": "rollout s"},
+                    line=lambda step, m: (f"rl step {step}/{rl.steps} | reward {m['reward_mean']:.3f} | acc "
+                                          f"{m.get('reward_accuracy', float('nan')):.3f} | loss {m['loss']:.4f} | "
+                                          f"tools {m['tool_call_rate']:.2f} | rollout {m['time_rollout_s']:.1f} s "
+                                          f"update {m['time_update_s']:.1f} s"))
     it = tr.iterator()
     start = 0
     if resume:
@@ -472,42 +481,20 @@ def run_rl(cfg: RunConfig, *, resume: bool = True, log=print) -> dict:
             start, tr.state, host = got
             tr.load_host_state(host)
             tr.sampler.params = tr.policy_view(tr.state.params)
-            log(f"resumed from {tr.ckpts.directory}/{start}")
-    step, stopped = start, None
-    rl = cfg.rl
-    with StopFlag() as flag:
+            loop.resumed(start, tr.bad)
+    step = start
+    with loop:
         while step < rl.steps:
             m = tr.step(it, step)
             step += 1
-            if m["skipped"]:
-                tr.bad += 1
-                log(f"rl step {step}: non-finite loss/gradients: update skipped ({tr.bad} so far)")
             tr.curves["reward/train"].append([step, m["reward_mean"]])
             tr.curves["loss/rl"].append([step, m["loss"]])
             if "reward_accuracy" in m:
                 tr.curves["accuracy/train"].append([step, m["reward_accuracy"]])
             if "reward_iou_raw" in m:
                 tr.curves["iou/train"].append([step, m["reward_iou_raw"]])
-            if step % cfg.log_every == 0 or step == rl.steps:
-                tr.run.writer.write(step, m, prefix="rl/")
-                log(f"rl step {step}/{rl.steps} | reward {m['reward_mean']:.3f} | acc {m.get('reward_accuracy', float('nan')):.3f}"
-                    f" | loss {m['loss']:.4f} | tools {m['tool_call_rate']:.2f} | rollout {m['time_rollout_s']:.1f} s"
-                    f" update {m['time_update_s']:.1f} s")
-            if tr.bad > rl.max_bad_steps:
-                tr.ckpts.save(step, tr.state, data_iterator=it, host=tr.host_state(), wait=True)
-                raise TrainingError(f"{tr.bad} RL steps with non-finite loss or gradients (limit rl.max_bad_steps = "
-                                    f"{rl.max_bad_steps}); checkpoint at step {step}")
-            if flag.stop_requested():
-                stopped = flag.reason or "signal"
-                tr.ckpts.save(step, tr.state, data_iterator=it, host=tr.host_state(), wait=True)
-                log(f"stopped by {stopped} at step {step}; checkpoint saved, resume with the same command")
+            stop = loop.after_step(step, tr.state, m, it, lambda: tr.host_state() | {"bad_steps": loop.bad})
+            tr.bad = loop.bad
+            if stop:
                 break
-            if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
-                tr.ckpts.save(step, tr.state, data_iterator=it, host=tr.host_state())
-    if stopped is None and step not in tr.ckpts.steps():
-        tr.ckpts.save(step, tr.state, data_iterator=it, host=tr.host_state())
-    tr.ckpts.close()
-    tr.run.writer.close()
-    final = tr.run.export_final(tr.state.params) if stopped is None else None
-    return {"final": None if final is None else str(final), "steps": step, "curves": tr.curves,
-            "stopped": stopped, "out_dir": str(tr.run.out)}
+    return loop.finish(step, tr.state, it, tr.host_state() | {"bad_steps": loop.bad}, tr.curves)

@@ -23,8 +23,9 @@ from typing import Any
 import jax
 
 from vital_jax.train.batch import Sequence_, batch_shardings, build_batch, global_pads, global_shapes
-from vital_jax.train.common import Run, StopFlag, TrainingError, host_metrics, put_batch
+from vital_jax.train.common import Run, host_metrics, put_batch
 from vital_jax.train.config import ConfigError, RunConfig, VisionInputConfig
+from vital_jax.train.loop import StepLoop
 
 
 def video_kwargs(v: VisionInputConfig) -> dict:
@@ -102,18 +103,22 @@ def run_sft(cfg: RunConfig, *, resume: bool = True, log=print) -> dict:
     run.params = None
     ckpts = TrainCheckpoints(run.out / "checkpoints", keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
     curves: dict[str, list] = {"loss": [], "grad_norm": []}
-    start, bad = 0, 0
+    loop = StepLoop(cfg, run, ckpts, kind="sft", total=cfg.sft.steps, log=log,
+                    keys={"loss": "loss", "grad_norm": "grad", "tokens_per_s": "tok/s"},
+                    line=lambda step, m: (f"sft step {step}/{cfg.sft.steps} | loss {m['loss']:.4f} | grad "
+                                          f"{m['grad_norm']:.3f} | {m['step_time_s']:.2f} s (data "
+                                          f"{m['data_time_s']:.2f} s) | {m['tokens_per_s']:.0f} tok/s"))
+    start = 0
     if resume:
         got = ckpts.restore(abstract_state(mcfg, optimizer, state_sh), data_iterator=it)
         if got is not None:
             start, state, host = got
-            curves, bad = host.get("curves", curves), int(host.get("bad_steps", 0))
-            log(f"resumed from {ckpts.directory}/{start}")
+            curves = host.get("curves", curves)
+            loop.resumed(start, host.get("bad_steps", 0))
     train = TrainSteps(functools.partial(_sft_loss, mcfg), optimizer, state_sh)
     lr = schedule(cfg.sft.optim, cfg.sft.steps)
-    stopped = None
     step = start
-    with StopFlag() as flag, jax.set_mesh(mesh):
+    with loop, jax.set_mesh(mesh):
         while step < cfg.sft.steps:
             t0 = time.perf_counter()
             batch = next(it)
@@ -130,34 +135,11 @@ def run_sft(cfg: RunConfig, *, resume: bool = True, log=print) -> dict:
             # "tokens" is already global (a sum over the sharded batch), averaged over micro-batches
             m.update(step_time_s=dt, data_time_s=t_data, tokens_per_s=m["tokens"] * cfg.sft.micro_batches / dt,
                      learning_rate=float(lr(step - 1)))
-            if m["skipped"]:
-                bad += 1
-                log(f"step {step}: non-finite loss/gradients ({m['loss']}, grad norm {m['grad_norm']}): update skipped")
             curves["loss"].append([step, m["loss"]])
             curves["grad_norm"].append([step, m["grad_norm"]])
-            if step % cfg.log_every == 0 or step == cfg.sft.steps:
-                run.writer.write(step, m, prefix="sft/")
-                log(f"sft step {step}/{cfg.sft.steps} | loss {m['loss']:.4f} | grad {m['grad_norm']:.3f} | "
-                    f"{dt:.2f} s (data {t_data:.2f} s) | {m['tokens_per_s']:.0f} tok/s")
-            host = {"curves": curves, "bad_steps": bad}
-            if bad > cfg.rl.max_bad_steps:
-                ckpts.save(step, state, data_iterator=it, host=host, wait=True)
-                raise TrainingError(f"{bad} steps with non-finite loss or gradients (limit rl.max_bad_steps = "
-                                    f"{cfg.rl.max_bad_steps}); checkpoint at step {step}")
-            if flag.stop_requested():
-                stopped = flag.reason or "signal"
-                ckpts.save(step, state, data_iterator=it, host=host, wait=True)
-                log(f"stopped by {stopped} at step {step}; checkpoint saved, resume with the same command")
+            if loop.after_step(step, state, m, it, lambda: {"curves": curves, "bad_steps": loop.bad}):
                 break
-            if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
-                ckpts.save(step, state, data_iterator=it, host=host)
-    if stopped is None and step not in ckpts.steps():
-        ckpts.save(step, state, data_iterator=it, host={"curves": curves, "bad_steps": bad})
-    ckpts.close()
-    run.writer.close()
-    final = run.export_final(state.params) if stopped is None else None
-    return {"final": None if final is None else str(final), "steps": step, "curves": curves, "stopped": stopped,
-            "out_dir": str(run.out)}
+    return loop.finish(step, state, it, {"curves": curves, "bad_steps": loop.bad}, curves)
 
 
 def _sft_loss(mcfg, params, mb, ctx):

@@ -1,0 +1,116 @@
+"""The bookkeeping both trainers do around each optimizer step.
+
+:class:`StepLoop` owns what happens *after* an update, identically for SFT and RL: counting
+skipped (non-finite) updates and stopping past the limit, metrics to ``metrics.jsonl`` /
+TensorBoard every ``log_every`` steps, the console (a :class:`ProgressBar` line rewritten in place
+on a terminal; one log line per ``log_every`` steps otherwise, e.g. in CI logs or when the caller
+passes its own ``log``), checkpoints every ``checkpoint.every`` steps and on SIGTERM/SIGINT, the
+last checkpoint and the final export. The trainer keeps only its step function and curves.
+
+Only process 0 prints and writes metrics; every process takes part in checkpoints, the stop
+vote and the export (they are collective).
+
+Resuming: metric lines of steps after the restored checkpoint (written by the interrupted run
+after its last save) are dropped from ``metrics.jsonl``, so the file has one line per step.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any, Self
+
+import jax
+
+from vital_jax.train.common import Run, StopFlag, TrainingError
+from vital_jax.train.config import RunConfig
+from vital_jax.train.metrics import ProgressBar
+
+
+def _quiet(*_a, **_k) -> None:
+    return None
+
+
+class StepLoop:
+    """Per-step tail of a training loop (see the module docstring).
+
+    kind:     "sft" or "rl": the metric prefix and the word in messages.
+    total:    the run's step count.
+    keys:     metrics shown on the progress bar, ``{metric: label}``.
+    line:     formats the log line of a step from its metrics (used when there is no bar).
+    log:      where messages go; ``print`` on a terminal switches to the progress bar.
+    """
+
+    def __init__(self, cfg: RunConfig, run: Run, ckpts, *, kind: str, total: int, keys: Mapping[str, str],
+                 line: Callable[[int, dict], str], log=print):
+        self.cfg, self.run, self.ckpts = cfg, run, ckpts
+        self.kind, self.total, self.line = kind, int(total), line
+        lead = jax.process_index() == 0
+        self.log = log if lead else _quiet
+        use_bar = lead and log is print and sys.stdout.isatty()
+        self.bar = ProgressBar(self.total, dict(keys)) if use_bar else None
+        self.max_bad = cfg.rl.max_bad_steps
+        self.bad = 0
+        self.stopped: str | None = None
+        self._flag = StopFlag()
+
+    # ------------------------------------------------------------------ context
+    def __enter__(self) -> Self:
+        self._flag.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self.bar is not None:
+            self.bar.close()
+        return self._flag.__exit__(*exc)
+
+    def resumed(self, step: int, bad: int) -> None:
+        """After a restore: carry the skipped-update count, drop metric lines past ``step``."""
+        self.bad = int(bad)
+        self.run.writer.drop_after(step)
+        self.log(f"resumed from {self.ckpts.directory}/{step}")
+
+    # ------------------------------------------------------------------ per step
+    def after_step(self, step: int, state, metrics: dict[str, float], it, host: Callable[[], dict]) -> bool:
+        """Bookkeeping for ``step`` (steps done so far); True when the loop must stop now.
+
+        ``host()`` returns the host-side state to checkpoint (curves, counters, ...); it is called
+        after the skipped-update count is updated, so it should read ``self.bad``.
+        """
+        if metrics.get("skipped"):
+            self.bad += 1
+            self.log(f"{self.kind} step {step}: non-finite loss/gradients (loss {metrics.get('loss')}, grad norm "
+                     f"{metrics.get('grad_norm')}): update skipped ({self.bad} so far)")
+        last = step == self.total
+        if step % self.cfg.log_every == 0 or last:
+            self.run.writer.write(step, metrics, prefix=f"{self.kind}/")
+        if self.bar is not None:
+            self.bar.update(step, metrics)
+        elif step % self.cfg.log_every == 0 or last:
+            self.log(self.line(step, metrics))
+        if self.bad > self.max_bad:
+            self.ckpts.save(step, state, data_iterator=it, host=host(), wait=True)
+            raise TrainingError(f"{self.bad} {self.kind} steps with non-finite loss or gradients (limit "
+                                f"rl.max_bad_steps = {self.max_bad}); checkpoint at step {step}")
+        if self._flag.stop_requested():
+            self.stopped = self._flag.reason or "signal"
+            self.ckpts.save(step, state, data_iterator=it, host=host(), wait=True)
+            if self.bar is not None:
+                self.bar.close()
+            self.log(f"stopped by {self.stopped} at step {step}; checkpoint saved, resume with the same command")
+            return True
+        every = self.cfg.checkpoint.every
+        if every and step % every == 0:
+            self.ckpts.save(step, state, data_iterator=it, host=host())
+        return False
+
+    # ------------------------------------------------------------------ end
+    def finish(self, step: int, state, it, host: dict, curves: dict) -> dict[str, Any]:
+        """Last checkpoint, close writers, export ``final/`` unless stopped; the trainer's result."""
+        if self.stopped is None and step not in self.ckpts.steps():
+            self.ckpts.save(step, state, data_iterator=it, host=host)
+        self.ckpts.close()
+        self.run.writer.close()
+        final = self.run.export_final(state.params) if self.stopped is None else None
+        return {"final": None if final is None else str(final), "steps": step, "curves": curves,
+                "stopped": self.stopped, "out_dir": str(self.run.out)}
