@@ -7,8 +7,9 @@ on a terminal; one log line per ``log_every`` steps otherwise, e.g. in CI logs o
 passes its own ``log``), checkpoints every ``checkpoint.every`` steps and on SIGTERM/SIGINT, the
 last checkpoint and the final export. The trainer keeps only its step function and curves.
 
-Only process 0 prints and writes metrics; every process takes part in checkpoints, the stop
-vote and the export (they are collective).
+Only process 0 writes metrics and draws the progress bar. Log lines go out on every process (each
+host of a pod keeps its own log, and a line from the host that failed is the one you need);
+every process takes part in checkpoints, the stop vote and the export (they are collective).
 
 Resuming: metric lines of steps after the restored checkpoint (written by the interrupted run
 after its last save) are dropped from ``metrics.jsonl``, so the file has one line per step.
@@ -27,10 +28,6 @@ from vital_jax.train.config import RunConfig
 from vital_jax.train.metrics import ProgressBar
 
 
-def _quiet(*_a, **_k) -> None:
-    return None
-
-
 class StepLoop:
     """Per-step tail of a training loop (see the module docstring).
 
@@ -45,9 +42,8 @@ class StepLoop:
                  line: Callable[[int, dict], str], log=print):
         self.cfg, self.run, self.ckpts = cfg, run, ckpts
         self.kind, self.total, self.line = kind, int(total), line
-        lead = jax.process_index() == 0
-        self.log = log if lead else _quiet
-        use_bar = lead and log is print and sys.stdout.isatty()
+        self.log = log
+        use_bar = jax.process_index() == 0 and log is print and sys.stdout.isatty()
         self.bar = ProgressBar(self.total, dict(keys)) if use_bar else None
         self.max_bad = cfg.rl.max_bad_steps
         self.bad = 0
