@@ -4,7 +4,7 @@ import pytest
 
 from vital_jax.bench import readme_table as rt
 
-META = {"machine": {"cpu": "Test CPU @ 2.0GHz", "cores": 2, "ram_gib": 23.4}, "date": "2030-01-02 03:04 UTC",
+META = {"machine": {"cpu": "Test CPU @ 2.0GHz", "cores": 2, "ram_gib": 23.4, "load_avg_1min": 3.5}, "date": "2030-01-02 03:04 UTC",
         "commit": "abc1234", "quick": True, "suites": ["model", "sampler", "train", "data"]}
 
 LINES = [
@@ -37,7 +37,7 @@ tail text
 
 def test_table_rows_and_header():
     table = rt.render_table(LINES, META)
-    assert "Test CPU @ 2.0GHz (2 cores, 23.4 GiB RAM)" in table and "2030-01-02 03:04 UTC" in table
+    assert "Test CPU @ 2.0GHz (2 cores, 23.4 GiB RAM, load average 3.5 at the start)" in table and "2030-01-02 03:04 UTC" in table
     assert "`abc1234`" in table and "quick run" in table and "vital bench --quick" in table
     rows = [r for r in table.splitlines() if r.startswith(("| `", "| suite"))]
     names = [r.split("|")[1].strip() for r in rows]

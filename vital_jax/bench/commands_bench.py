@@ -55,6 +55,7 @@ def run(args) -> int:
     except (runner.BenchError, readme_table.ReadmeError) as e:
         raise CommandError(str(e)) from None
 
+    meta = readme_table.run_meta(quick=args.quick, suites=suites, root=scripts.parent)   # date, load: at the start
     out_file = open(args.out, "w") if args.out else None   # noqa: SIM115 (written as lines come)
     every: list[dict] = []
 
@@ -97,7 +98,6 @@ def run(args) -> int:
             out_file.close()
     failed = [r for r in results if not r.ok]
     if args.readme:
-        meta = readme_table.run_meta(quick=args.quick, suites=suites, root=scripts.parent)
         try:
             readme_table.update_readme(args.readme, every, meta)
         except readme_table.ReadmeError as e:
