@@ -28,9 +28,9 @@ def test_greedy_matches_transformers(hf_tiny, case):
     ids, mask = ref.pad_left(rows)
     kw = {}
     if case == "video":
-        kw = dict(pixel_values_videos=np.concatenate([v[0].pixel_values for v in vis]),
-                  video_grid_thw=np.stack([v[0].grid_thw for v in vis]),
-                  second_per_grid_ts=np.asarray([v[0].second_per_grid_t for v in vis]))
+        kw = {"pixel_values_videos": np.concatenate([v[0].pixel_values for v in vis]),
+              "video_grid_thw": np.stack([v[0].grid_thw for v in vis]),
+              "second_per_grid_ts": np.asarray([v[0].second_per_grid_t for v in vis])}
     pos, _ = ref.reference_rope_index(ids, None, kw.get("video_grid_thw"), kw.get("second_per_grid_ts"), mask)
     want = ref.hf_greedy(model, ids, pos, new, attention_mask=mask, **kw)
     np.testing.assert_array_equal(np.stack(out.tokens), want)

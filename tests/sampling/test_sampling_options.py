@@ -9,9 +9,9 @@ from vital_jax.sampling import Sampler, SamplerConfig, SamplingOptions, Segment,
 
 
 def _sp(B, V, **kw):
-    base = dict(temperature=np.ones(B, np.float32), top_k=np.zeros(B, np.int32), top_p=np.ones(B, np.float32),
-                repetition_penalty=np.ones(B, np.float32), stop_ids=np.full(2, -1, np.int32),
-                stop_seqs=np.full((1, 2), -1, np.int32), forced=np.full((B, 1), -1, np.int32))
+    base = {"temperature": np.ones(B, np.float32), "top_k": np.zeros(B, np.int32), "top_p": np.ones(B, np.float32),
+            "repetition_penalty": np.ones(B, np.float32), "stop_ids": np.full(2, -1, np.int32),
+            "stop_seqs": np.full((1, 2), -1, np.int32), "forced": np.full((B, 1), -1, np.int32)}
     base.update({k: np.asarray(v, base[k].dtype) for k, v in kw.items()})
     return core.SamplingParams(**base)
 
@@ -114,7 +114,7 @@ def test_per_row_rng_is_reproducible_and_independent(sampler):
 
 def test_rewind_then_append_equals_never_generated(sampler):
     s = sampler
-    state, out = s.generate(s.prefill(_prompts()), SamplingOptions(max_new_tokens=6))
+    state, _ = s.generate(s.prefill(_prompts()), SamplingOptions(max_new_tokens=6))
     state = s.rewind(state, [6, 0])
     extra = ref.build_input_ids([("text", 4)], seed=40)
     state, lg = s.extend(state, [Segment(extra), None], all_logits=True)

@@ -3,7 +3,14 @@
 from vital_jax.sampling.chat import ChatSession
 from vital_jax.sampling.core import DecodeOut, SamplerState, SamplingParams
 from vital_jax.sampling.sampler import (
-    DecodeResult, Sampler, SamplerConfig, SamplerError, SamplingOptions, Segment, find_stop_string, stop_sequences,
+    DecodeResult,
+    Sampler,
+    SamplerConfig,
+    SamplerError,
+    SamplingOptions,
+    Segment,
+    find_stop_string,
+    stop_sequences,
 )
 
 __all__ = [

@@ -13,6 +13,17 @@ Cache discipline (no left padding anywhere):
   because ``dynamic_update_slice`` silently clamps an out-of-range write (platform.md): a padded
   chunk written at ``length <= capacity`` always fits.
 
+KV window (``kv``, a static argument of :func:`extend` and :func:`decode`): attention reads only
+the first ``kv`` slots of the cache, a static slice ``cache[..., :kv, :]``. The host picks ``kv``
+(one of a few buckets) so that every slot the call must write is inside the window: extend
+``[length[b], length[b] + N)`` of every row it appends to (``n[b] > 0``), decode up to
+:func:`decode_need` of every row (idle rows too: the loop writes their junk into the window it
+carries). A write past the window would clamp onto real slots, so the host must never
+under-estimate. ``kv`` = the whole allocation (or None) is the plain path: no slicing.
+Extend copies the window out, runs the layers on it and puts back only the chunk's ``N`` slots of
+the rows it appends to (a row with ``n[b] = 0`` may be longer than the window: its clamped junk
+stays in the discarded copy); decode carries the window through its loop and puts it back once.
+
 M-RoPE: ``next_pos[b]`` is the row's next free position (max + 1). A chunk carries positions
 relative to it (``rope.row_positions(..., start=0)``; positions are shift-equivariant) and an
 ``advance[b]`` (the relative next position) that is added after the chunk. A decode step feeds
@@ -25,6 +36,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vital_jax.models.qwen2_5_vl import modeling
 from vital_jax.models.qwen2_5_vl.config import ModelConfig
@@ -116,8 +128,56 @@ def _slot_mask(length: Array, n: int, slots: int) -> Array:
     return s[None, None, :] <= (length[:, None, None] + i[None, :, None])
 
 
+def _window(cache: modeling.KVCache, kv: int | None) -> modeling.KVCache:
+    """The first ``kv`` slots of every layer/row (a static slice; the cache itself if it is no larger)."""
+    if kv is None or kv >= cache.k.shape[3]:
+        return cache
+    if kv < 1:
+        raise ValueError(f"kv window {kv} must be positive")
+    return modeling.KVCache(cache.k[:, :, :, :kv], cache.v[:, :, :, :kv])
+
+
+def _put_window(full: modeling.KVCache, win: modeling.KVCache) -> modeling.KVCache:
+    """Write a window back at slot 0 (in place when ``full`` is donated)."""
+    if win.k.shape == full.k.shape:
+        return win
+    z = (0,) * 5
+    return modeling.KVCache(jax.lax.dynamic_update_slice(full.k, win.k, z),
+                            jax.lax.dynamic_update_slice(full.v, win.v, z))
+
+
+def _put_chunk(full: modeling.KVCache, win: modeling.KVCache, start: Array, n: int, rows: Array) -> modeling.KVCache:
+    """Copy slots ``[start[b], start[b] + n)`` from the window into the full cache for the rows
+    with ``rows[b]`` (the only slots an extend call changed); other rows keep their slots.
+    Layout [layers, B, K, S, d]; rows on axis 1."""
+    if win.k.shape == full.k.shape:
+        return win
+
+    def move(f, w):
+        def row(fb, wb, s, keep):                                       # [layers, K, S, d]
+            part = jax.lax.dynamic_slice_in_dim(wb, s, n, axis=2)
+            part = jnp.where(keep, part, jax.lax.dynamic_slice_in_dim(fb, s, n, axis=2))
+            return jax.lax.dynamic_update_slice_in_dim(fb, part, s, axis=2)
+        return jax.vmap(row, in_axes=(1, 1, 0, 0), out_axes=1)(f, w, start, rows)
+
+    return modeling.KVCache(move(full.k, win.k), move(full.v, win.v))
+
+
+def decode_need(length: np.ndarray, budget: np.ndarray, steps: int, capacity: int) -> np.ndarray:
+    """Per row, the cache slots ``[0, need)`` one :func:`decode` call may write (host, numpy).
+
+    An active row writes its tokens at ``length .. length + c - 1`` with ``c <= min(steps,
+    budget, capacity - length)``; once it stops, later steps of the same call (other rows still
+    running) write a padding token's K/V at its unchanged ``length`` (junk, never read). Hence
+    ``need = length + min(steps, budget + 1, capacity - length + 1)``, at most ``capacity + 1``.
+    """
+    length = np.asarray(length, np.int64)
+    room = np.minimum(np.maximum(np.asarray(budget, np.int64), 0) + 1, capacity - length + 1)
+    return length + np.minimum(steps, room)
+
+
 def extend(cfg: ModelConfig, params: dict, state: SamplerState, ids: Array, rel_pos: Array, n: Array,
-           advance: Array, vis_embeds: Array, vis_index: Array, all_logits: bool = False):
+           advance: Array, vis_embeds: Array, vis_index: Array, all_logits: bool = False, kv: int | None = None):
     """Append a right-padded chunk to every row at its own offset.
 
     ids [B, N] int32; rel_pos [3, B, N] positions relative to ``next_pos``; n [B] real tokens
@@ -125,15 +185,19 @@ def extend(cfg: ModelConfig, params: dict, state: SamplerState, ids: Array, rel_
     chunk); vis_embeds [M, D] merged visual embeddings; vis_index [B, N] row of ``vis_embeds``
     for visual placeholders, -1 for text.
 
+    ``kv`` (static): attention reads the first ``kv`` cache slots only; the caller guarantees
+    ``length[b] + N <= kv`` for every row with ``n[b] > 0`` (see the module docstring).
+
     Returns the new state (and the chunk's logits [B, N, V] when ``all_logits``; tests only).
     """
-    B, N = ids.shape
-    slots = state.cache.k.shape[3]
+    N = ids.shape[1]
+    win = _window(state.cache, kv)
     x = modeling.embed_tokens(cfg, params, ids, vis_embeds, vis_index)
     pos = rel_pos + state.next_pos[None, :, None]
-    mask = _slot_mask(state.length, N, slots)
-    h, cache = modeling.decode_hidden(cfg, params, x, pos, mask, cache=state.cache, write_at=state.length)
+    mask = _slot_mask(state.length, N, win.k.shape[3])
+    h, win = modeling.decode_hidden(cfg, params, x, pos, mask, cache=win, write_at=state.length)
     touched = n > 0
+    cache = _put_chunk(state.cache, win, state.length, N, touched)
     last = jnp.take_along_axis(h, jnp.maximum(n - 1, 0)[:, None, None], axis=1)          # [B, 1, D]
     logits = modeling.lm_logits(cfg, params, last)[:, 0]
     valid = jnp.arange(N)[None, :] < n[:, None]                                          # [B, N]
@@ -205,7 +269,7 @@ def _stop_seq_hit(tail: Array, stop_seqs: Array) -> Array:
 # decode loop
 # ---------------------------------------------------------------------------------------------
 def decode(cfg: ModelConfig, steps: int, capacity: int, params: dict, state: SamplerState, sp: SamplingParams,
-           budget: Array, exit_on_stop: Array) -> tuple[SamplerState, DecodeOut]:
+           budget: Array, exit_on_stop: Array, kv: int | None = None) -> tuple[SamplerState, DecodeOut]:
     """Up to ``steps`` tokens per row in one ``lax.while_loop``.
 
     Each step samples from ``last_logits``, feeds the token through the model (its K/V go into
@@ -214,8 +278,14 @@ def decode(cfg: ModelConfig, steps: int, capacity: int, params: dict, state: Sam
     ends when no row is active, after ``steps``, or (``exit_on_stop`` true) as soon as any row
     stops, so a row that needs a tool waits at most one step for the others.
     Inactive rows still flow through the matmuls (static shapes) but change nothing.
+
+    ``kv`` (static): the loop carries and attends over the first ``kv`` cache slots only (put
+    back into the full cache once, after the loop); the caller guarantees ``kv >=``
+    :func:`decode_need` for every row.
     """
     B = state.length.shape[0]
+    full = state.cache
+    state = state._replace(cache=_window(full, kv))
     slots = state.cache.k.shape[3]
     pad = jnp.int32(cfg.pad_token_id)
     active0 = (budget > 0) & (state.length < capacity)
@@ -270,7 +340,7 @@ def decode(cfg: ModelConfig, steps: int, capacity: int, params: dict, state: Sam
 
     carry = (jnp.int32(0), state, active0, jnp.bool_(False), out0)
     _, state, _, _, out = jax.lax.while_loop(cond, body, carry)
-    return state, out
+    return state._replace(cache=_put_window(full, state.cache)), out
 
 
 def rewind(state: SamplerState, drop: Array) -> SamplerState:

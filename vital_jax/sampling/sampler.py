@@ -10,14 +10,18 @@ ragged per-row requests into the static shapes of :mod:`vital_jax.sampling.core`
 - :meth:`Sampler.prefill` = a fresh state + ``extend``;
 - :meth:`Sampler.decode` runs up to ``decode_steps`` tokens per row on device.
 
-After :meth:`Sampler.warmup` nothing compiles again: every device call sees one of
-``len(chunk_buckets)`` chunk shapes, ``len(vision_buckets)`` vision shapes and one decode shape.
+Attention reads a static window of the cache (``SamplerConfig.kv_buckets``), chosen per call as
+the smallest bucket that holds every slot the call writes, so a short context costs a short
+context's attention even in a large sampler. After :meth:`Sampler.warmup` nothing compiles again:
+every device call is one of :meth:`SamplerConfig.programs` (a chunk bucket or decode, times a KV
+bucket) or one of ``len(vision_buckets)`` vision shapes.
 Host code never runs ``jnp`` ops on the hot path (that would compile tiny programs); results
 come back with ``jax.device_get``.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 from collections.abc import Sequence
@@ -42,8 +46,25 @@ class SamplerConfig:
 
     batch_size: rows decoded together.
     cache_length: tokens a row may hold (context limit); the cache has ``max(chunk_buckets)``
-      extra slack slots so padded chunk writes never clamp.
+      extra slack slots so padded chunk writes never clamp: ``slots = cache_length + slack``.
     chunk_buckets: token counts a chunk is padded to (prefill and append share them).
+    kv_buckets: cache slots attention reads (a static window ``cache[..., :kv, :]``). Each call
+      takes the smallest bucket holding every slot it must write: extend ``length[b] + chunk``
+      over the rows it appends to, decode ``length[b] + min(decode_steps, budget[b] + 1, room)``
+      over all rows (:func:`core.decode_need`). Sorted and deduplicated; each must be in ``[1, slots]``;
+      ``slots`` is added automatically when the largest is smaller (the window that always fits).
+      ``None`` (default) = ``512 * 4**k`` for every such value <= ``slots / 2``, then ``slots``:
+      e.g. (512, 2048, 6144) for the default 4096 + 2048 slots, a single ``slots`` window for
+      caches of 1023 slots or fewer. ``()`` = only ``slots`` (attention over the whole
+      allocation, as before buckets existed).
+      Trade-off: every (chunk bucket, kv bucket) pair that some row length can reach, and every
+      reachable (decode, kv bucket), is one compiled program (:meth:`SamplerConfig.programs`; the
+      default config compiles 11 extend + 3 decode programs instead of 4 + 1), while a call's
+      attention cost (and decode's KV bytes per step) is proportional to its window, at most 4x
+      the slots it needs with the default factor of 4 above 512. Windows smaller than the
+      allocation cost one copy of the window per call (extend copies it out and puts back only
+      the chunk; decode copies it in and out once per call, not per step) and a transient buffer
+      of that size.
     vision_buckets: patch counts the vision tower input is padded to (multiples of 4).
     max_visual_tokens: merged visual tokens one extend call may carry (all rows together).
     decode_steps: tokens per decode call (the ``while_loop`` bound).
@@ -61,6 +82,7 @@ class SamplerConfig:
     max_stop_seqs: int = 16
     max_stop_ids: int = 4
     max_forced_tokens: int = 1
+    kv_buckets: tuple[int, ...] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "chunk_buckets", tuple(sorted(int(b) for b in self.chunk_buckets)))
@@ -69,10 +91,46 @@ class SamplerConfig:
             raise SamplerError(f"vision_buckets {self.vision_buckets} must be multiples of 4 (2x2 merge)")
         if self.batch_size < 1 or self.cache_length < 1 or self.decode_steps < 1:
             raise SamplerError("batch_size, cache_length and decode_steps must be positive")
+        if not self.chunk_buckets or self.chunk_buckets[0] < 1:
+            raise SamplerError(f"chunk_buckets {self.chunk_buckets} must be positive (and at least one)")
+        if self.kv_buckets is not None:
+            kv = tuple(sorted({int(b) for b in self.kv_buckets}))
+            if kv and (kv[0] < 1 or kv[-1] > self.slots):
+                raise SamplerError(f"kv_buckets {self.kv_buckets} must lie in [1, cache_length + slack = "
+                                   f"{self.slots}]")
+            object.__setattr__(self, "kv_buckets", kv)
 
     @property
     def slack(self) -> int:
         return self.chunk_buckets[-1]
+
+    @property
+    def slots(self) -> int:
+        """Cache slots allocated per row: ``cache_length + slack``."""
+        return self.cache_length + self.slack
+
+    @property
+    def kv_windows(self) -> tuple[int, ...]:
+        """The resolved KV buckets (see ``kv_buckets``): sorted, ending with ``slots``."""
+        S = self.slots
+        if self.kv_buckets is None:
+            auto, b = [], 512
+            while b <= S // 2:
+                auto.append(b)
+                b *= 4
+            return (*auto, S)
+        return tuple(b for b in self.kv_buckets if b < S) + (S,)
+
+    def programs(self) -> list[tuple]:
+        """Every chunk/decode program some request can reach (one compile each):
+        ``("extend", chunk, kv)`` where a row length in ``[0, cache_length]`` plus the chunk
+        lands in window ``kv``, and ``("decode", kv)`` where :func:`core.decode_need`, which
+        ranges over ``[1, cache_length + 1]``, does."""
+        kvs = self.kv_windows
+        prev = (0, *kvs[:-1])
+        out: list[tuple] = [("extend", N, K) for N in self.chunk_buckets for K, p in zip(kvs, prev)
+                            if K >= N and p < self.cache_length + N]
+        return out + [("decode", K) for K, p in zip(kvs, prev) if p < self.cache_length + 1]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -165,10 +223,12 @@ class Sampler:
         shard = self._state_shardings()
         self._init = jax.jit(functools.partial(core.init_state, cfg, c.batch_size, c.cache_length, c.slack,
                                                c.stop_seq_len), **({} if shard is None else {"out_shardings": shard}))
-        self._extend = jax.jit(functools.partial(core.extend, cfg), static_argnames=("all_logits",),
+        self._extend = jax.jit(functools.partial(core.extend, cfg), static_argnames=("all_logits", "kv"),
                                donate_argnames=("state",))
         self._decode = jax.jit(functools.partial(core.decode, cfg, c.decode_steps, c.cache_length),
-                               donate_argnames=("state",))
+                               static_argnames=("kv",), donate_argnames=("state",))
+        #: device calls made, by program: ("extend", chunk, kv) / ("decode", kv) -> count
+        self.calls: collections.Counter = collections.Counter()
         self._encode = jax.jit(functools.partial(core.encode_vision, cfg, c.max_visual_tokens))
         # a committed device array like the encoder's output: jit keys its cache on that too
         self._zero_vis = jax.device_put(np.zeros((c.max_visual_tokens, cfg.text.hidden_size), np.float32))
@@ -177,21 +237,17 @@ class Sampler:
     def _state_shardings(self):
         if self.mesh is None:
             return None
-        from jax.sharding import NamedSharding, PartitionSpec as P
-
+        from vital_jax.models.qwen2_5_vl.modeling import KVCache
         from vital_jax.sharding import named_sharding
 
         t, c = self.cfg.text, self.config
-        B, S = c.batch_size, c.cache_length + c.slack
+        B, S = c.batch_size, c.slots
         kv_shape = (t.num_layers, B, t.num_kv_heads, S, t.head_dim)
         kv = named_sharding(self.mesh, (None, "batch", "act_kv_heads", "cache_seq", None), kv_shape)
         row = named_sharding(self.mesh, ("batch",), (B,))
         row2 = named_sharding(self.mesh, ("batch", None), (B, 2))
         rowv = named_sharding(self.mesh, ("batch", "act_vocab"), (B, t.vocab_size))
         rowt = named_sharding(self.mesh, ("batch", None), (B, c.stop_seq_len))
-        del NamedSharding, P
-        from vital_jax.models.qwen2_5_vl.modeling import KVCache
-
         return core.SamplerState(KVCache(kv, kv), row, row, rowv, rowv, rowt, row2)
 
     # ------------------------------------------------------------------ state
@@ -208,6 +264,11 @@ class Sampler:
 
     def lengths(self, state: core.SamplerState) -> np.ndarray:
         return np.asarray(jax.device_get(state.length))
+
+    # ------------------------------------------------------------------ programs
+    def _kv(self, need: int) -> int:
+        """The KV window for a call that writes cache slots ``[0, need)`` (host side)."""
+        return _bucket(int(need), self.config.kv_windows, "kv slots")
 
     # ------------------------------------------------------------------ vision
     def _vision(self, items: list) -> tuple[np.ndarray | jax.Array, list[int]]:
@@ -244,6 +305,8 @@ class Sampler:
                all_logits: bool = False, lengths: np.ndarray | None = None):
         """Append ``segments[b]`` (None or empty = leave row b alone) to each row.
 
+        ``lengths``: the rows' current lengths if the caller tracks them (saves a device
+        round trip); they choose the KV window, so they must be exact or over-estimates.
         Raises SamplerError if a row would exceed ``cache_length``. With ``all_logits`` also
         returns the logits of every appended token as a list of ``[n_b, V]`` arrays (tests).
         """
@@ -285,6 +348,8 @@ class Sampler:
             N = _bucket(int(rem.max()), self.config.chunk_buckets, "chunk") if rem.max() <= self.config.slack \
                 else self.config.slack
             n = np.minimum(rem, N).astype(np.int32)
+            # the rows appended to in this chunk are at have + done; the others are not written
+            kv = self._kv(int(have[n > 0].max()) + done + N)
             ids = np.full((B, N), self.cfg.pad_token_id, np.int32)
             pos = np.zeros((3, B, N), np.int32)
             vidx = np.full((B, N), -1, np.int32)
@@ -298,7 +363,8 @@ class Sampler:
                 vidx[b, :n[b]] = vis_idx_rows[b][sl]
                 if done + n[b] == n_tot[b]:
                     adv[b] = r[2]
-            out = self._extend(self.params, state, ids, pos, n, adv, vis_embeds, vidx, all_logits=all_logits)
+            out = self._extend(self.params, state, ids, pos, n, adv, vis_embeds, vidx, all_logits=all_logits, kv=kv)
+            self.calls["extend", N, kv] += 1
             if all_logits:
                 state, lg = out
                 lg = np.asarray(jax.device_get(lg))
@@ -360,10 +426,17 @@ class Sampler:
         return out
 
     def decode(self, state: core.SamplerState, params: core.SamplingParams, budget, *,
-               exit_on_stop: bool = False) -> tuple[core.SamplerState, DecodeResult]:
-        """Up to ``decode_steps`` tokens per row (``budget[b]`` caps row b; 0 = idle)."""
-        budget = np.broadcast_to(np.asarray(budget, np.int32), (self.config.batch_size,))
-        state, out = self._decode(self.params, state, params, budget, np.bool_(exit_on_stop))
+               exit_on_stop: bool = False, lengths: np.ndarray | None = None) -> tuple[core.SamplerState, DecodeResult]:
+        """Up to ``decode_steps`` tokens per row (``budget[b]`` caps row b; 0 = idle).
+
+        ``lengths``: the rows' current lengths if the caller tracks them (else read from the
+        device); they choose the KV window, so they must be exact or over-estimates."""
+        c = self.config
+        budget = np.broadcast_to(np.asarray(budget, np.int32), (c.batch_size,))
+        have = self.lengths(state) if lengths is None else np.asarray(lengths)
+        kv = self._kv(core.decode_need(have, budget, c.decode_steps, c.cache_length).max())
+        state, out = self._decode(self.params, state, params, budget, np.bool_(exit_on_stop), kv=kv)
+        self.calls["decode", kv] += 1
         out = jax.device_get(out)
         cnt = out.count
         return state, DecodeResult(
@@ -389,8 +462,10 @@ class Sampler:
         toks = [[] for _ in range(B)]
         lps = [[] for _ in range(B)]
         reason = ["idle" if left[b] <= 0 else "running" for b in range(B)]
+        have = self.lengths(state)
         while (left > 0).any():
-            state, res = self.decode(state, sp, left)
+            state, res = self.decode(state, sp, left, lengths=have)
+            have = have + np.asarray([len(t) for t in res.tokens])
             for b in range(B):
                 if left[b] <= 0:
                     continue
@@ -408,14 +483,18 @@ class Sampler:
 
     # ------------------------------------------------------------------ warm-up
     def warmup(self, *, vision: bool = True) -> None:
-        """Compile every bucket once (chunk sizes, vision sizes, decode)."""
+        """Compile every program once: :meth:`SamplerConfig.programs` (chunk x KV window, decode x KV window),
+        the vision buckets, init and rewind. Runs on an empty state (all writes at slot 0)."""
         state = self.init_state(0)
         B, c = self.config.batch_size, self.config
-        for N in c.chunk_buckets:
+        for prog in c.programs():
+            if prog[0] == "decode":
+                continue
+            _, N, K = prog
             z = np.zeros((B, N), np.int32)
             state = self._extend(self.params, state, z, np.zeros((3, B, N), np.int32), np.zeros(B, np.int32),
                                  np.zeros(B, np.int32), self._zero_vis, np.full((B, N), -1, np.int32),
-                                 all_logits=False)  # same call signature as extend(): same cache key
+                                 all_logits=False, kv=K)  # same call signature as extend(): same cache key
         if vision:
             grid = np.asarray([[1, 2, 2]])  # any grid: the compiled shape is the bucket's
             for n in c.vision_buckets:
@@ -423,8 +502,12 @@ class Sampler:
                                              grid, pad_to=n)
                 jax.block_until_ready(self._encode(self.params, va))
         sp = self.sampling_params(SamplingOptions())
-        state, _ = self.decode(state, sp, np.zeros(B, np.int32))
-        state = self.rewind(state, np.zeros(B, np.int32))
+        zero = np.zeros(B, np.int32)
+        for prog in c.programs():
+            if prog[0] == "decode":
+                state, out = self._decode(self.params, state, sp, zero, np.bool_(False), kv=prog[1])
+        jax.device_get(out)
+        state = self.rewind(state, zero)
         jax.block_until_ready(state.length)
 
 
