@@ -200,7 +200,7 @@ def bench_mfu(quick: bool) -> None:
                        "dtype": "float32"},
            "optimizer": "AdamW + global-norm clip", "steps_timed": steps}
     emit("train_step_mfu", achieved / peak, "fraction",
-         baseline="GEMM peak measured in this run (2048^3 f32 matmul, best of runs, max of jitted JAX and torch)",
+         baseline="GEMM peak measured in this run (2048^3 f32 matmul, best of runs before and after the steps, max of jitted JAX and torch)",
          raw={"step_times_s": [round(x, 4) for x in times], "first_step_s": round(first_s, 3),
               "gemm_peak_gflops": {k: round(v, 2) for k, v in peaks.items()}},
          achieved_gflops=achieved, peak_gflops=peak, model_flops_per_step=step_flops, step_time_s=step_s,
