@@ -15,7 +15,8 @@ LINES = [
      "step_time_s": 3.2, "tokens_per_s": 480.0, "achieved_gflops": 60.0, "peak_gflops": 150.0, "compile_s": 20.0,
      "suite": "train"},
     {"name": "rl_step_time_mid", "value": 12.5, "unit": "s", "rollout_s": 5.0, "reward_s": 0.001, "update_s": 7.4,
-     "rollout_tokens_per_s": 100.0, "model": {"params": 23_000_000}, "suite": "train"},
+     "rollout_tokens_per_s": 100.0, "model": {"params": 23_000_000}, "compiles_after_first_step": 2,
+     "steady_step_s": 10.0, "suite": "train"},
     {"name": "pipeline_examples_per_s", "value": 60.0, "unit": "examples/s", "baseline": "serial decode",
      "speedup_vs_serial_decode": 2.0, "suite": "data"},
     {"name": "bench_suite_failed", "value": 1, "unit": "exit code", "suite": "sampler", "error": "exit status 1",
@@ -50,7 +51,7 @@ def test_table_rows_and_header():
     assert "GEMM peak \\| this run" in row["`train_step_mfu`"]      # pipes escaped
     assert "3.20 s/step" in row["`train_step_mfu`"] and "60 of 150 GFLOP/s" in row["`train_step_mfu`"]
     assert "rollout 5.00 s / reward 0.00 s / update 7.40 s" in row["`rl_step_time_mid`"]
-    assert "23.0M params" in row["`rl_step_time_mid`"]
+    assert "23.0M params" in row["`rl_step_time_mid`"] and "10.00 s/step without those" in row["`rl_step_time_mid`"]
     assert "2.00x the serial decode rate" in row["`pipeline_examples_per_s`"]
     assert "not reported" in row["`fwd_speedup_vs_torch`"]         # model ran, metric missing
     # the failed suite: one row, its metrics not flagged as missing one by one

@@ -137,6 +137,9 @@ def _details_rl(ln):
     parts = [" / ".join(f"{k} {v:.2f} s" for k, v in split if v is not None)]
     if (t := _get(ln, "rollout_tokens_per_s")) is not None:
         parts.append(f"rollout {t:.0f} tokens/s")
+    n, steady = _get(ln, "compiles_after_first_step"), _get(ln, "steady_step_s")
+    if n and steady is not None:
+        parts.append(f"{n} compile(s) after step 1; {steady:.2f} s/step without those steps")
     model = ln.get("model")
     if isinstance(model, dict) and model.get("params"):
         parts.append(f"{model['params'] / 1e6:.1f}M params")
