@@ -7,7 +7,9 @@
 Everything runs through the public pieces (``run_sft``, ``run_rl``, ``evaluate``,
 ``write_report``), with the same code paths as a pod run. The default sizes target about
 15 minutes on 2 CPU cores; ``--quick`` is the CI setting (a couple of minutes, numbers are not
-meaningful there, only the structure).
+meaningful there, only the structure). ``model_hidden=128 model_layers=4`` (and ``model_heads``,
+``vision_hidden``, ...) try a larger model than ``ModelConfig.tiny``; ``sft_files=[sft_tool.jsonl,
+sft_cot.jsonl]`` mixes no-tool CoT into SFT (without it the no-tools prompt is never trained).
 """
 
 from __future__ import annotations
@@ -41,20 +43,98 @@ class DemoConfig:
     eval_limit: int | None = 48
     eval_batch: int = 8
     seed: int = 0
+    sft_files: tuple[str, ...] = ("sft_tool.jsonl",)  # add "sft_cot.jsonl" to mix in no-tool CoT
+    # Model size. None keeps ModelConfig.tiny's value (text 64 wide x 2 layers, 4 heads / 2 KV,
+    # MLP 128; vision 32 wide x 4 blocks); any other size is initialised once into out/init and
+    # SFT starts from there. Heads default to width / 16, KV heads to heads / 2, MLPs to 2 x width.
+    model_hidden: int | None = None
+    model_layers: int | None = None
+    model_heads: int | None = None
+    model_kv_heads: int | None = None
+    model_intermediate: int | None = None
+    vision_hidden: int | None = None
+    vision_depth: int | None = None
 
 
 QUICK = DemoConfig(videos=10, min_seconds=20.0, max_seconds=24.0, eval_fraction=0.3, sft_steps=4, sft_batch=4,
                    rl_steps=2, rl_prompts=2, rl_group=2, max_new_tokens=24, eval_limit=4, eval_batch=4)
 
 
-def stage_configs(demo: DemoConfig, out: Path) -> tuple[RunConfig, RunConfig]:
-    """The SFT and RL run configs of the demo (written next to the runs, usable with vital train)."""
+_MODEL_KNOBS = ("model_hidden", "model_layers", "model_heads", "model_kv_heads", "model_intermediate",
+                "vision_hidden", "vision_depth")
+
+
+def custom_model(demo: DemoConfig) -> bool:
+    """Whether the demo asks for a model other than ``ModelConfig.tiny``."""
+    return any(getattr(demo, k) is not None for k in _MODEL_KNOBS)
+
+
+def demo_model_config(demo: DemoConfig, base):
+    """``base`` (the tiny config for the demo's tokenizer) resized by the demo's model knobs."""
+    t, v = base.text, base.vision
+    hidden = demo.model_hidden or t.hidden_size
+    heads = demo.model_heads or (t.num_heads if demo.model_hidden is None else max(1, hidden // 16))
+    kv = demo.model_kv_heads or (t.num_kv_heads if demo.model_heads is None and demo.model_hidden is None
+                                 else max(1, heads // 2))
+    if hidden % heads or (hidden // heads) % 2:
+        raise ConfigError(f"model_hidden {hidden} must be an even multiple of model_heads {heads}")
+    half = hidden // heads // 2                 # rotary pairs, split 1 : 1.5 : 1.5 as in Qwen2.5-VL
+    sec_t = max(1, half // 4)
+    sec_h = (half - sec_t) // 2
+    mrope = (sec_t, sec_h, half - sec_t - sec_h)
+    inter = demo.model_intermediate or (t.intermediate_size if demo.model_hidden is None else 2 * hidden)
+    text = dataclasses.replace(t, hidden_size=hidden, num_layers=demo.model_layers or t.num_layers,
+                               num_heads=heads, num_kv_heads=kv, intermediate_size=inter, mrope_section=mrope)
+    vh = demo.vision_hidden or v.hidden_size
+    depth = demo.vision_depth or v.depth
+    vheads = v.num_heads if demo.vision_hidden is None else max(1, vh // 16)
+    vision = dataclasses.replace(v, hidden_size=vh, num_heads=vheads, depth=depth,
+                                 intermediate_size=v.intermediate_size if demo.vision_hidden is None else 2 * vh,
+                                 out_hidden_size=hidden,
+                                 fullatt_block_indexes=v.fullatt_block_indexes if demo.vision_depth is None
+                                 else tuple(range(1, depth, 2)) or (depth - 1,))
+    return base.replace(text=text, vision=vision)
+
+
+def init_model(demo: DemoConfig, out: Path, *, log=print) -> Path | None:
+    """A freshly initialised model of the demo's size + the small tokenizer in ``out/init``
+    (None when the demo uses the stock tiny model, which SFT builds itself). Written afresh on
+    every call, so a rerun into the same folder with another size never starts from a stale one."""
+    if not custom_model(demo):
+        return None
+    init = out / "init"
+    import jax
+
+    from vital_jax.models.qwen2_5_vl import export_pretrained, init_params
+    from vital_jax.models.qwen2_5_vl.config import ConfigError as ModelConfigError
+    from vital_jax.prompt import train_small_tokenizer
+    from vital_jax.train.common import synthetic_corpus, tiny_config_for
+
+    tok = train_small_tokenizer(synthetic_corpus(), vocab_size=1024)   # as build_tokenizer does
+    try:
+        cfg = demo_model_config(demo, tiny_config_for(tok))
+    except ModelConfigError as e:
+        raise ConfigError(f"demo model size: {e}") from None
+    _, params = init_params(cfg, seed=demo.seed)
+    n = sum(x.size for x in jax.tree.leaves(params))
+    log(f"model: text {cfg.text.hidden_size} wide x {cfg.text.num_layers} layers ({cfg.text.num_heads} heads), "
+        f"vision {cfg.vision.hidden_size} wide x {cfg.vision.depth}; {n / 1e6:.2f} M parameters -> {init}")
+    export_pretrained(cfg, params, init)
+    tok.save(init)
+    return init
+
+
+def stage_configs(demo: DemoConfig, out: Path, init: Path | None = None) -> tuple[RunConfig, RunConfig]:
+    """The SFT and RL run configs of the demo (written next to the runs, usable with vital train).
+    ``init``: the model SFT starts from (None: a fresh ``tiny`` preset)."""
     data = out / "data"
     common = {"seed": demo.seed, "data": {"root": str(data), "seed": demo.seed, "token_buckets": [768],
                                           "vision_buckets": [256]},
               "mesh": {"data": -1}, "checkpoint": {"every": 0, "keep": 1}}
     sft = from_dict(RunConfig, apply_overrides({**common, "name": "demo-sft", "stage": "sft",
                                                 "out_dir": str(out / "sft")}, [
+        *([f"model.init_from={init}"] if init is not None else []),
+        "data.sft_files=[" + ", ".join(demo.sft_files) + "]",
         f"sft.steps={demo.sft_steps}", f"sft.batch_size={demo.sft_batch}",
         f"sft.optim.learning_rate={demo.sft_lr}", "sft.optim.warmup_steps=" + str(min(20, demo.sft_steps // 10)),
         "sft.optim.schedule=cosine", "sft.optim.final_lr_fraction=0.1"]))
@@ -111,7 +191,8 @@ def run_demo(out: str | Path, demo: DemoConfig = DemoConfig(), *, log=print) -> 
                                    max_seconds=demo.max_seconds, size=demo.frame_size,
                                    eval_fraction=demo.eval_fraction))
     timings["synth_s"] = time.perf_counter() - t0
-    sft_cfg, rl_cfg = stage_configs(demo, out)
+    init = init_model(demo, out, log=log)
+    sft_cfg, rl_cfg = stage_configs(demo, out, init)
     dump_config(sft_cfg, out / "sft.yaml")
     dump_config(rl_cfg, out / "rl.yaml")
 
@@ -179,4 +260,5 @@ def run(args) -> int:
     return 0
 
 
-__all__ = ["DemoConfig", "QUICK", "load_config", "run_demo", "stage_configs"]
+__all__ = ["DemoConfig", "QUICK", "custom_model", "demo_model_config", "init_model", "load_config", "run_demo",
+           "stage_configs"]
