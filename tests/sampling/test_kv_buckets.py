@@ -115,6 +115,8 @@ def test_kv_bucket_config_rules():
     # small caches get one window: the whole allocation, as before buckets existed
     assert SamplerConfig(cache_length=40, chunk_buckets=(16,)).kv_windows == (56,)
     assert SamplerConfig(kv_buckets=()).kv_windows == (6144,)
+    assert SamplerConfig(cache_length=8704, chunk_buckets=(288, 4384)).kv_windows == (512, 2048, 8192, 13088)
+    assert SamplerConfig(cache_length=32768, chunk_buckets=(2048,)).kv_windows == (512, 2048, 8192, 34816)
     # sorted, deduplicated, the allocation added when missing
     c = SamplerConfig(cache_length=96, chunk_buckets=(8, 32), kv_buckets=(80, 24, 24))
     assert c.kv_buckets == (24, 80) and c.kv_windows == (24, 80, 128)

@@ -51,20 +51,21 @@ class SamplerConfig:
     kv_buckets: cache slots attention reads (a static window ``cache[..., :kv, :]``). Each call
       takes the smallest bucket holding every slot it must write: extend ``length[b] + chunk``
       over the rows it appends to, decode ``length[b] + min(decode_steps, budget[b] + 1, room)``
-      over all rows (:func:`core.decode_need`). Sorted and deduplicated; each must be in ``[1, slots]``;
-      ``slots`` is added automatically when the largest is smaller (the window that always fits).
-      ``None`` (default) = ``512 * 4**k`` for every such value <= ``slots / 2``, then ``slots``:
-      e.g. (512, 2048, 6144) for the default 4096 + 2048 slots, a single ``slots`` window for
-      caches of 1023 slots or fewer. ``()`` = only ``slots`` (attention over the whole
-      allocation, as before buckets existed).
+      over all rows (:func:`core.decode_need`). Sorted and deduplicated; each must be in
+      ``[1, slots]``; ``slots`` is added automatically when the largest is smaller (the window
+      that always fits). ``None`` (default) = every ``512 * 4**k <= 3/4 * slots``, then
+      ``slots``: (512, 2048, 6144) for the default 4096 + 2048 slots, (512, 2048, 8192, 13088)
+      for 8704 + 4384, one ``slots`` window for 682 slots or fewer. ``()`` = only ``slots``
+      (attention over the whole allocation, as before buckets existed).
       Trade-off: every (chunk bucket, kv bucket) pair that some row length can reach, and every
       reachable (decode, kv bucket), is one compiled program (:meth:`SamplerConfig.programs`; the
       default config compiles 11 extend + 3 decode programs instead of 4 + 1), while a call's
-      attention cost (and decode's KV bytes per step) is proportional to its window, at most 4x
-      the slots it needs with the default factor of 4 above 512. Windows smaller than the
-      allocation cost one copy of the window per call (extend copies it out and puts back only
-      the chunk; decode copies it in and out once per call, not per step) and a transient buffer
-      of that size.
+      attention cost (and decode's KV bytes per step) is proportional to its window: with the
+      default factor of 4, at most 4x the slots it needs above 512 (up to 16/3x just below
+      ``slots``, where a geometric bucket within 3/4 of ``slots`` would not be worth its
+      compiles). Windows smaller than the allocation cost one copy of the window per call
+      (extend copies it out and puts back only the chunk; decode copies it in and out once per
+      call, not per step) and a transient buffer of that size.
     vision_buckets: patch counts the vision tower input is padded to (multiples of 4).
     max_visual_tokens: merged visual tokens one extend call may carry (all rows together).
     decode_steps: tokens per decode call (the ``while_loop`` bound).
@@ -115,7 +116,7 @@ class SamplerConfig:
         S = self.slots
         if self.kv_buckets is None:
             auto, b = [], 512
-            while b <= S // 2:
+            while 4 * b <= 3 * S:
                 auto.append(b)
                 b *= 4
             return (*auto, S)
