@@ -78,6 +78,9 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=None, help="timed batches per case (default 6 quick, 20 full)")
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds, best kept (default 2 quick, 3 full)")
     args = ap.parse_args()
+    from vital_jax.host_alloc import keep_freed_memory
+
+    keep_freed_memory()   # XLA's per-run temp block reused, not re-faulted (both sides of a comparison)
     num = args.num or (40 if args.quick else 120)
     batches = args.batches or (6 if args.quick else 20)
     reps = args.rounds or (2 if args.quick else 3)

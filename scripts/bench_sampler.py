@@ -386,6 +386,9 @@ def main():
     ap.add_argument("--json", action="store_true", help="JSON lines on stdout (always; for vital bench)")
     ap.add_argument("--skip-hf", action="store_true", help="no transformers baseline")
     args = ap.parse_args()
+    from vital_jax.host_alloc import keep_freed_memory
+
+    keep_freed_memory()   # XLA's per-run temp block reused, not re-faulted (both sides of a comparison)
     import jax
 
     from vital_jax.models.qwen2_5_vl import init_params

@@ -348,6 +348,9 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="JSON lines on stdout (always; for vital bench)")
     ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     args = ap.parse_args()
+    from vital_jax.host_alloc import keep_freed_memory
+
+    keep_freed_memory()   # XLA's per-run temp block reused, not re-faulted (both sides of a comparison)
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     bad = [p for p in parts if p not in PARTS]
     if bad:

@@ -47,6 +47,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--keep", default=None, help="write/reuse the test video at this path")
     args = ap.parse_args()
+    from vital_jax.host_alloc import keep_freed_memory
+
+    keep_freed_memory()   # XLA's per-run temp block reused, not re-faulted (both sides of a comparison)
     path = args.keep or os.path.join(tempfile.mkdtemp(), "bench.mp4")
     if not os.path.exists(path):
         t0 = time.perf_counter()

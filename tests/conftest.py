@@ -10,6 +10,10 @@ from vital_jax.testing import request_fake_cpu_devices  # noqa: E402
 
 request_fake_cpu_devices(8)
 
+from vital_jax.host_alloc import keep_freed_memory  # noqa: E402
+
+keep_freed_memory()   # XLA CPU's per-run temp blocks reused instead of page-faulted every call
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 

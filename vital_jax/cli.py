@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vital_jax.host_alloc import keep_freed_memory
+
+    keep_freed_memory()   # before any JAX buffer exists; see host_alloc.py
     args = build_parser().parse_args(argv)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
