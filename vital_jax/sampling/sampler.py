@@ -207,6 +207,25 @@ def _bucket(n: int, buckets: Sequence[int], what: str) -> int:
     raise SamplerError(f"{what}: {n} exceeds the largest bucket {buckets[-1]}")
 
 
+@functools.lru_cache(maxsize=16)
+def _programs(cfg: ModelConfig, batch_size: int, cache_length: int, slack: int, stop_seq_len: int,
+              decode_steps: int, max_visual_tokens: int, shard):
+    """The jitted functions of a sampler, shared by every Sampler with the same static shapes.
+
+    jit caches compiled programs per function object, so a Sampler that built its own
+    ``jax.jit(partial(...))`` recompiled everything (each ``evaluate()`` call, the demo's four
+    evaluations). Params are arguments, not captured: the cache holds programs, not weights.
+    """
+    init = jax.jit(functools.partial(core.init_state, cfg, batch_size, cache_length, slack, stop_seq_len),
+                   **({} if shard is None else {"out_shardings": shard}))
+    extend = jax.jit(functools.partial(core.extend, cfg), static_argnames=("all_logits", "kv"),
+                     donate_argnames=("state",))
+    decode = jax.jit(functools.partial(core.decode, cfg, decode_steps, cache_length),
+                     static_argnames=("kv",), donate_argnames=("state",))
+    encode = jax.jit(functools.partial(core.encode_vision, cfg, max_visual_tokens))
+    return init, extend, decode, encode
+
+
 class Sampler:
     """Compiled prefill/append/decode for one model and one :class:`SamplerConfig`.
 
@@ -222,15 +241,10 @@ class Sampler:
         self.cfg, self.params, self.config, self.mesh = cfg, params, config, mesh
         c = config
         shard = self._state_shardings()
-        self._init = jax.jit(functools.partial(core.init_state, cfg, c.batch_size, c.cache_length, c.slack,
-                                               c.stop_seq_len), **({} if shard is None else {"out_shardings": shard}))
-        self._extend = jax.jit(functools.partial(core.extend, cfg), static_argnames=("all_logits", "kv"),
-                               donate_argnames=("state",))
-        self._decode = jax.jit(functools.partial(core.decode, cfg, c.decode_steps, c.cache_length),
-                               static_argnames=("kv",), donate_argnames=("state",))
+        self._init, self._extend, self._decode, self._encode = _programs(
+            cfg, c.batch_size, c.cache_length, c.slack, c.stop_seq_len, c.decode_steps, c.max_visual_tokens, shard)
         #: device calls made, by program: ("extend", chunk, kv) / ("decode", kv) -> count
         self.calls: collections.Counter = collections.Counter()
-        self._encode = jax.jit(functools.partial(core.encode_vision, cfg, c.max_visual_tokens))
         # a committed device array like the encoder's output: jit keys its cache on that too
         self._zero_vis = jax.device_put(np.zeros((c.max_visual_tokens, cfg.text.hidden_size), np.float32))
 
