@@ -397,12 +397,13 @@ def _vision_block(cfg: ModelConfig, x, p, is_full, *, cos, sin, seg_w, seg_f):
     v = cfg.vision
     cd = cfg.runtime.compute_dtype
     h = rms_norm(x, p["norm1"], v.rms_norm_eps)
-    qkv = jnp.einsum("nc,cthd->tnhd", h, p["qkv_kernel"].astype(cd)) + p["qkv_bias"].astype(cd)[:, None]
-    q, k, vv = qkv[0], qkv[1], qkv[2]                                     # [N, Hv, d]
+    # 2-D matmuls (see _dense): the 3-D einsums transposed their outputs / gradients on CPU
+    qkv = _dense(h, p["qkv_kernel"].astype(cd)) + p["qkv_bias"].astype(cd)    # [N, 3, Hv, d]
+    q, k, vv = qkv[:, 0], qkv[:, 1], qkv[:, 2]                            # [N, Hv, d]
     q = q * cos[:, None] + rotate_half(q) * sin[:, None]
     k = k * cos[:, None] + rotate_half(k) * sin[:, None]
     o = _vision_attention(cfg, q, k, vv, seg_w, seg_f, is_full)            # [N, Hv, d]
-    x = x + jnp.einsum("nhd,hdc->nc", o, p["proj_kernel"].astype(cd)) + p["proj_bias"].astype(cd)
+    x = x + _dense(o, p["proj_kernel"].astype(cd), n_in=2) + p["proj_bias"].astype(cd)
     h = rms_norm(x, p["norm2"], v.rms_norm_eps)
     g = h @ p["gate_kernel"].astype(cd) + p["gate_bias"].astype(cd)
     u = h @ p["up_kernel"].astype(cd) + p["up_bias"].astype(cd)
