@@ -114,6 +114,8 @@ def test_real_quick_data_bench():
     lines = [json.loads(s) for s in proc.stdout.splitlines()]
     by = {x["name"]: x for x in lines}
     assert all(x["suite"] == "data" for x in lines)
+    # the schema every line has, whether or not the script wrote a baseline / raw timings
+    assert all({"name", "value", "unit", "baseline", "raw"} <= set(x) for x in lines)
     head = by["pipeline_examples_per_s"]
     assert head["value"] > 0 and head["unit"] == "examples/s" and head["baseline"]
     assert head["raw"]["serial_decode_videos_per_s"] > 0 and head["speedup_vs_serial_decode"] > 0

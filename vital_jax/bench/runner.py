@@ -152,7 +152,8 @@ def run_suite(suite: str, scripts_dir: Path, *, quick: bool = False, python: str
                     with lock:
                         tail.append(raw.rstrip("\n"))
                 continue
-            obj = {**obj, "suite": suite}
+            # every line has the full schema: no baseline -> null, no raw timings -> {}
+            obj = {"baseline": None, "raw": {}, **obj, "suite": suite}
             lines.append(obj)
             if on_line is not None:
                 on_line(obj)
