@@ -40,7 +40,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 
@@ -49,6 +48,8 @@ for p in (ROOT, ROOT / "scripts"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from vital_jax.testing import CompileCounter
+
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
@@ -56,37 +57,6 @@ def log(msg: str) -> None:
 
 def emit(name, value, unit, **kw):
     print(json.dumps({"name": name, "value": value, "unit": unit, **kw}), flush=True)
-
-
-class Compiles:
-    """XLA backend compiles (count and seconds) while active; ``jax.monitoring`` listener."""
-
-    EVENT = "/jax/core/compile/backend_compile_duration"
-    _active: ClassVar[list[Compiles]] = []
-    _installed = False
-
-    def __init__(self):
-        self.count, self.seconds = 0, 0.0
-
-    @classmethod
-    def _listen(cls, event, duration, **kw):
-        if event == cls.EVENT:
-            for c in cls._active:
-                c.count += 1
-                c.seconds += duration
-
-    def __enter__(self):
-        import jax
-
-        if not Compiles._installed:
-            jax.monitoring.register_event_duration_secs_listener(Compiles._listen)
-            Compiles._installed = True
-        Compiles._active.append(self)
-        return self
-
-    def __exit__(self, *exc):
-        Compiles._active.remove(self)
-        return False
 
 
 # --------------------------------------------------------------------------- 1. SFT step MFU
@@ -173,7 +143,7 @@ def bench_mfu(quick: bool) -> None:
 
     times, tokens = [], 0.0
     with jax.set_mesh(mesh):
-        with Compiles() as first:
+        with CompileCounter() as first:
             t = time.perf_counter()
             batch = put_batch(np_batch, sh)
             state, m = train(state, batch, sh)
@@ -181,7 +151,7 @@ def bench_mfu(quick: bool) -> None:
             first_s = time.perf_counter() - t
         tokens = float(m["tokens"])
         log(f"mfu: first step {first_s:.1f} s ({first.count} compiles, {first.seconds:.1f} s)")
-        with Compiles() as after:
+        with CompileCounter() as after:
             for i in range(steps):
                 t = time.perf_counter()
                 batch = put_batch(np_batch, sh)
@@ -270,7 +240,7 @@ def bench_rl(kind: str, data: Path, work: Path, quick: bool) -> None:
         if msg.startswith("rl step "):
             compiles_at[int(msg.split()[2].split("/")[0])] = counter.count
 
-    with Compiles() as counter:
+    with CompileCounter() as counter:
         run_rl(cfg, resume=False, log=on_log)
     wall = time.perf_counter() - t0
     rows = [r for r in read_jsonl(out) if "rl/step_time_s" in r]

@@ -26,11 +26,11 @@ def request_fake_cpu_devices(n: int = NUM_FAKE_DEVICES) -> None:
 
 
 class CompileCounter:
-    """Counts XLA backend compilations while active.
+    """Counts XLA backend compilations (and their seconds) while active.
 
     >>> with CompileCounter() as cc:
     ...     f(x)
-    >>> cc.count
+    >>> cc.count, cc.seconds
     """
 
     _EVENT = "/jax/core/compile/backend_compile_duration"
@@ -38,13 +38,14 @@ class CompileCounter:
     _active: list["CompileCounter"] = []
 
     def __init__(self):
-        self.count = 0
+        self.count, self.seconds = 0, 0.0
 
     @classmethod
     def _listener(cls, event, duration, **kwargs):
         if event == cls._EVENT:
             for c in cls._active:
                 c.count += 1
+                c.seconds += duration
 
     def __enter__(self):
         import jax

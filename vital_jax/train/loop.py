@@ -60,9 +60,10 @@ class StepLoop:
             self.bar.close()
         return self._flag.__exit__(*exc)
 
-    def resumed(self, step: int, bad: int) -> None:
-        """After a restore: carry the skipped-update count, drop metric lines past ``step``."""
-        self.bad = int(bad)
+    def resumed(self, step: int, host: dict) -> None:
+        """After a restore (``host`` = the checkpoint's host state): carry the skipped-update count,
+        drop metric lines past ``step``."""
+        self.bad = int(host.get("bad_steps", 0))
         self.run.writer.drop_after(step)
         self.log(f"resumed from {self.ckpts.directory}/{step}")
 
@@ -70,8 +71,8 @@ class StepLoop:
     def after_step(self, step: int, state, metrics: dict[str, float], it, host: Callable[[], dict]) -> bool:
         """Bookkeeping for ``step`` (steps done so far); True when the loop must stop now.
 
-        ``host()`` returns the host-side state to checkpoint (curves, counters, ...); it is called
-        after the skipped-update count is updated, so it should read ``self.bad``.
+        ``host()`` returns the trainer's host-side state to checkpoint (curves, buffers, ...); the
+        loop adds its skipped-update count as ``bad_steps``.
         """
         if metrics.get("skipped"):
             self.bad += 1
@@ -85,26 +86,29 @@ class StepLoop:
         elif step % self.cfg.log_every == 0 or last:
             self.log(self.line(step, metrics))
         if self.bad > self.max_bad:
-            self.ckpts.save(step, state, data_iterator=it, host=host(), wait=True)
+            self.ckpts.save(step, state, data_iterator=it, host=self._host(host), wait=True)
             raise TrainingError(f"{self.bad} {self.kind} steps with non-finite loss or gradients (limit "
                                 f"rl.max_bad_steps = {self.max_bad}); checkpoint at step {step}")
         if self._flag.stop_requested():
             self.stopped = self._flag.reason or "signal"
-            self.ckpts.save(step, state, data_iterator=it, host=host(), wait=True)
+            self.ckpts.save(step, state, data_iterator=it, host=self._host(host), wait=True)
             if self.bar is not None:
                 self.bar.close()
             self.log(f"stopped by {self.stopped} at step {step}; checkpoint saved, resume with the same command")
             return True
         every = self.cfg.checkpoint.every
         if every and step % every == 0:
-            self.ckpts.save(step, state, data_iterator=it, host=host())
+            self.ckpts.save(step, state, data_iterator=it, host=self._host(host))
         return False
 
     # ------------------------------------------------------------------ end
-    def finish(self, step: int, state, it, host: dict, curves: dict) -> dict[str, Any]:
+    def _host(self, host: Callable[[], dict]) -> dict:
+        return {**host(), "bad_steps": self.bad}
+
+    def finish(self, step: int, state, it, host: Callable[[], dict], curves: dict) -> dict[str, Any]:
         """Last checkpoint, close writers, export ``final/`` unless stopped; the trainer's result."""
         if self.stopped is None and step not in self.ckpts.steps():
-            self.ckpts.save(step, state, data_iterator=it, host=host)
+            self.ckpts.save(step, state, data_iterator=it, host=self._host(host))
         self.ckpts.close()
         self.run.writer.close()
         final = self.run.export_final(state.params) if self.stopped is None else None

@@ -212,7 +212,6 @@ class RLTrainer:
         self.ckpts = TrainCheckpoints(self.run.out / "checkpoints", keep=cfg.checkpoint.keep,
                                       async_save=cfg.checkpoint.async_save)
         self.curves: dict[str, list] = {"reward/train": [], "accuracy/train": [], "loss/rl": [], "iou/train": []}
-        self.bad = 0
         self._logp = jax.jit(functools.partial(_logp_all, self.mcfg))
         self._embed = jax.jit(functools.partial(_embed_all, self.mcfg))
         self.train = TrainSteps(functools.partial(rl_loss, self.mcfg, rl), self.optimizer, self.state_sh)
@@ -269,12 +268,11 @@ class RLTrainer:
 
     # ---------------------------------------------------------------- host state
     def host_state(self) -> dict:
-        return {"curves": self.curves, "bad_steps": self.bad, "difficulty": self.tracker.state_dict(),
+        return {"curves": self.curves, "difficulty": self.tracker.state_dict(),
                 "strengths": self.strengths}
 
     def load_host_state(self, host: dict) -> None:
         self.curves = host.get("curves", self.curves)
-        self.bad = int(host.get("bad_steps", 0))
         if "difficulty" in host:
             self.tracker.load_state_dict(host["difficulty"])
         self.strengths = dict(host.get("strengths", {}))
@@ -481,7 +479,7 @@ def run_rl(cfg: RunConfig, *, resume: bool = True, log=print) -> dict:
             start, tr.state, host = got
             tr.load_host_state(host)
             tr.sampler.params = tr.policy_view(tr.state.params)
-            loop.resumed(start, tr.bad)
+            loop.resumed(start, host)
     step = start
     with loop:
         while step < rl.steps:
@@ -493,8 +491,6 @@ def run_rl(cfg: RunConfig, *, resume: bool = True, log=print) -> dict:
                 tr.curves["accuracy/train"].append([step, m["reward_accuracy"]])
             if "reward_iou_raw" in m:
                 tr.curves["iou/train"].append([step, m["reward_iou_raw"]])
-            stop = loop.after_step(step, tr.state, m, it, lambda: tr.host_state() | {"bad_steps": loop.bad})
-            tr.bad = loop.bad
-            if stop:
+            if loop.after_step(step, tr.state, m, it, tr.host_state):
                 break
-    return loop.finish(step, tr.state, it, tr.host_state() | {"bad_steps": loop.bad}, tr.curves)
+    return loop.finish(step, tr.state, it, tr.host_state, tr.curves)

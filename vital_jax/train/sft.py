@@ -114,7 +114,7 @@ def run_sft(cfg: RunConfig, *, resume: bool = True, log=print) -> dict:
         if got is not None:
             start, state, host = got
             curves = host.get("curves", curves)
-            loop.resumed(start, host.get("bad_steps", 0))
+            loop.resumed(start, host)
     train = TrainSteps(functools.partial(_sft_loss, mcfg), optimizer, state_sh)
     lr = schedule(cfg.sft.optim, cfg.sft.steps)
     step = start
@@ -137,9 +137,9 @@ def run_sft(cfg: RunConfig, *, resume: bool = True, log=print) -> dict:
                      learning_rate=float(lr(step - 1)))
             curves["loss"].append([step, m["loss"]])
             curves["grad_norm"].append([step, m["grad_norm"]])
-            if loop.after_step(step, state, m, it, lambda: {"curves": curves, "bad_steps": loop.bad}):
+            if loop.after_step(step, state, m, it, lambda: {"curves": curves}):
                 break
-    return loop.finish(step, state, it, {"curves": curves, "bad_steps": loop.bad}, curves)
+    return loop.finish(step, state, it, lambda: {"curves": curves}, curves)
 
 
 def _sft_loss(mcfg, params, mb, ctx):
