@@ -16,12 +16,22 @@ interleaved so that load from other processes hits both alike):
 
 - forward: logits [2, 768, 32000];
 - forward+backward: gradient of the mean next-token cross-entropy over text labels w.r.t. all
-  parameters (jitted ``jax.value_and_grad``; ``loss.backward()`` in torch);
+  parameters (jitted ``jax.value_and_grad``; ``loss.backward()`` in torch). Ours computes it the
+  way the trainers do: the lm head in chunks of positions, skipping chunks with no label (a
+  video span); transformers computes all [B, L, V] logits. ``fwd_bwd_full_logits_speedup_vs_torch``
+  is ours through the whole logits too, so both readings are on record;
 - GEMM peak: a 2048^3 f32 matmul, jitted JAX and torch, in this process.
 
 Model FLOPs are analytic: 2 x (multiply-adds of every matmul) per forward including attention
-(text attention counted over the full L x L score matrix that both implementations compute; vision
-attention over its windows / frames only, the work the model needs); forward+backward = 3 x forward.
+(text attention over the causal half of the L x L scores, vision attention over its windows /
+frames: the work the model needs, whatever an implementation computes); forward+backward =
+3 x forward. The fraction of the GEMM peak is taken from our fwd+bwd through the whole logits
+(every lm-head row computed, as the FLOP count assumes).
+
+A second labelling, ``response``: only each row's last 192 tokens are targets, as in an SFT row
+whose prompt, video and question carry no loss. ``fwd_bwd_response_speedup_vs_torch`` compares
+that loss's gradient (transformers still computes every logit; the trainers' lm head skips the
+chunks without a target).
 
 How ours runs (all explicit here, see ``--help``): unrolled layers (``scan_layers=False``; the
 library default stays ``lax.scan``, which compiles faster, but the unrolled loop runs faster on
@@ -34,7 +44,8 @@ freed blocks instead of unmapping them; without it XLA's per-run 2 GB temp block
 every step and torch's tensors likewise): the comparison is of the computations, not of page faults.
 
 Prints one JSON line per measurement; the headline lines are ``fwd_bwd_speedup_vs_torch``,
-``fwd_speedup_vs_torch`` and ``fwd_bwd_fraction_of_gemm_peak``. ``--profile`` also times the
+``fwd_bwd_response_speedup_vs_torch``, ``fwd_speedup_vs_torch`` and
+``fwd_bwd_fraction_of_gemm_peak``. ``--profile`` also times the
 pieces of our model (vision tower, text decoder, lm head + loss) separately.
 torch runs with ``torch.set_num_threads(threads)`` (2 by default, the machine's cores).
 """
@@ -58,6 +69,7 @@ if str(ROOT) not in sys.path:
 
 GRID = (4, 16, 16)          # one video per row: 4 temporal x 16 x 16 patches -> 256 merged tokens
 BATCH, SEQ = 2, 768
+RESPONSE = 192              # the "response" labelling: only each row's last 192 tokens are targets
 
 
 def mid_hf_config(ref, dtype: str = "float32"):
@@ -92,7 +104,11 @@ def make_batch(ref, cfg):
     labels[:, :-1] = ids[:, 1:]
     weights = np.zeros(ids.shape, np.float32)
     weights[:, :-1] = (ids[:, 1:] != cfg.video_token_id)
-    return dict(ids=ids, mask=mask, pos=pos, pixels=pixels, grids=grids, spg=spg, labels=labels, weights=weights)
+    # an SFT row: prompt, video and question unlabelled, the answer (last RESPONSE tokens) labelled
+    response = np.zeros(ids.shape, np.float32)
+    response[:, SEQ - RESPONSE - 1:-1] = 1.0
+    return dict(ids=ids, mask=mask, pos=pos, pixels=pixels, grids=grids, spg=spg, labels=labels, weights=weights,
+                response_weights=response)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,7 +136,7 @@ def model_flops(cfg, layout) -> dict:
         + 2 * (N // 4) * (4 * C * 4 * C + 4 * C * v.out_hidden_size),
         "vision_attention": vis_attn,
         "text_matmul": t.num_layers * 2 * T * (D * H * d + 2 * D * K * d + H * d * D + 3 * D * F),
-        "text_attention": t.num_layers * 2 * 2 * BATCH * SEQ * SEQ * H * d,
+        "text_attention": t.num_layers * 2 * 2 * BATCH * (SEQ * (SEQ + 1) // 2) * H * d,   # causal: keys <= query
         "lm_head": 2 * T * D * t.vocab_size,
     }
     out["total"] = sum(out.values())
@@ -140,6 +156,21 @@ def cross_entropy(logits, labels, weights):
     vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
     target = jnp.sum(jnp.where(vocab == labels[..., None], logits, 0.0), axis=-1)
     return jnp.sum((lse - target) * weights) / jnp.sum(weights)
+
+
+def train_loss(cfg, params, b):
+    """The same loss the way the trainers compute it (``train.step.token_logps(only_loss_tokens=
+    True)``): the lm head runs in chunks of ``runtime.logits_chunk`` positions and skips the chunks
+    without a label (here the ones inside the video span). transformers computes every logit."""
+    import jax.numpy as jnp
+
+    from vital_jax.models.qwen2_5_vl import modeling
+
+    vis = modeling.encode_vision(cfg, params["vision"], b["vision"])
+    x = modeling.embed_tokens(cfg, params, b["ids"], vis, b["vis_index"])
+    h, _ = modeling.decode_hidden(cfg, params, x, b["pos"], modeling.CausalMask(b["mask"]))
+    logp = modeling.target_logprobs(cfg, params, h, b["labels"], b["weights"] > 0)
+    return -jnp.sum(logp * b["weights"]) / jnp.sum(b["weights"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,6 +234,8 @@ def main() -> None:
     ap.add_argument("--frame-block", type=int, default=None,
                     help="runtime.vision_frame_block (default: the largest frame's patches; 0 = dense frame mask)")
     ap.add_argument("--torch-attn", default="eager", choices=["eager", "sdpa"])
+    ap.add_argument("--logits-chunk", type=int, default=None,
+                    help="runtime.logits_chunk of the fwd+bwd loss (default: the library's)")
     ap.add_argument("--profile", action="store_true", help="also time pieces of our model")
     ap.add_argument("--skip-torch", action="store_true", help="ours only (for trying variants fast)")
     args = ap.parse_args()
@@ -233,6 +266,8 @@ def main() -> None:
     grids = np.asarray([GRID] * BATCH)
     frame_block = max_frame_patches(grids) if args.frame_block is None else args.frame_block
     cfg = cfg.with_runtime(remat=args.remat, scan_layers=args.scan, vision_frame_block=frame_block)
+    if args.logits_chunk is not None:
+        cfg = cfg.with_runtime(logits_chunk=args.logits_chunk)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
     n_params_torch = sum(p.numel() for p in hf.parameters())
     setup_s = time.perf_counter() - t0
@@ -258,10 +293,14 @@ def main() -> None:
         return modeling.model_logits(cfg, p, b["ids"], b["pos"], b["mask"], vision=b["vision"], vis_index=b["vis_index"])
 
     def loss_fn(p, b):
+        return train_loss(cfg, p, b)
+
+    def loss_full_logits(p, b):  # the same loss through the whole [B, L, V] logits
         return cross_entropy(logits_fn(p, b), b["labels"], b["weights"])
 
     jfwd = jax.jit(logits_fn)
     jgrad = jax.jit(jax.value_and_grad(loss_fn))
+    jgrad_full = jax.jit(jax.value_and_grad(loss_full_logits))
     t0 = time.perf_counter()
     jfwd.lower(params, batch).compile()
     compile_fwd_s = time.perf_counter() - t0
@@ -274,6 +313,14 @@ def main() -> None:
 
     def ours_fwd_bwd():
         jax.block_until_ready(jgrad(params, batch))
+
+    def ours_fwd_bwd_full_logits():
+        jax.block_until_ready(jgrad_full(params, batch))
+
+    batch_resp = dict(batch, weights=jnp.asarray(data["response_weights"]))
+
+    def ours_fwd_bwd_response():
+        jax.block_until_ready(jgrad(params, batch_resp))
 
     # ---- torch ---------------------------------------------------------------------------------
     t_ids = torch.as_tensor(data["ids"], dtype=torch.long)
@@ -292,10 +339,11 @@ def main() -> None:
     t_weights = torch.as_tensor(data["weights"])
 
     t_targets = torch.where(t_weights > 0, t_labels, torch.full_like(t_labels, -100))
+    t_targets_resp = torch.where(torch.as_tensor(data["response_weights"]) > 0, t_labels, torch.full_like(t_labels, -100))
 
-    def torch_loss():  # what transformers' own causal-LM loss does: fused cross_entropy, ignore_index
+    def torch_loss(targets=t_targets):  # what transformers' own causal-LM loss does: fused cross_entropy, ignore_index
         logits = hf(**t_kw).logits
-        return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), t_targets.flatten(), ignore_index=-100)
+        return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
 
     def torch_fwd():
         with torch.no_grad():
@@ -305,8 +353,16 @@ def main() -> None:
         hf.zero_grad(set_to_none=True)
         torch_loss().backward()
 
+    def torch_fwd_bwd_response():
+        hf.zero_grad(set_to_none=True)
+        torch_loss(t_targets_resp).backward()
+
     # ---- sanity: same loss, same logits --------------------------------------------------------
     ours_loss, ours_grads = jgrad(params, batch)
+    full_loss, full_grads = jgrad_full(params, batch)
+    chunked_vs_full = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b_)))) / (float(np.max(np.abs(np.asarray(b_)))) + 1e-30)
+                          for a, b_ in zip(jax.tree.leaves(ours_grads), jax.tree.leaves(full_grads)))
+    del full_grads
     hf.zero_grad(set_to_none=True)
     tl = torch_loss()
     tl.backward()
@@ -318,6 +374,7 @@ def main() -> None:
     g_torch = hf.lm_head.weight.grad.numpy()
     grad_rel = float(np.linalg.norm(g_ours - g_torch) / np.linalg.norm(g_torch))
     emit("parity", max_logit_diff, "max |logit diff|", loss_ours=float(ours_loss), loss_torch=float(tl.detach()),
+         loss_ours_full_logits=float(full_loss), grad_chunked_vs_full_logits_max_rel=chunked_vs_full,
          lm_head_grad_rel_err=grad_rel, n_params=n_params, n_params_torch=n_params_torch)
     del tlog
 
@@ -333,32 +390,48 @@ def main() -> None:
     # two untimed rounds first: the heap (malloc with keep_freed_memory) settles after the
     # first runs of each program interleaved with the other side; until then blocks are faulted in
     tf = interleaved(fns, reps=reps, warmup=2)
-    fns = {"ours_fwd_bwd": ours_fwd_bwd, "torch_fwd_bwd": torch_fwd_bwd}
+    fns = {"ours_fwd_bwd": ours_fwd_bwd, "ours_fwd_bwd_full_logits": ours_fwd_bwd_full_logits,
+           "torch_fwd_bwd": torch_fwd_bwd}
     if args.skip_torch:
-        fns = {"ours_fwd_bwd": ours_fwd_bwd}
+        del fns["torch_fwd_bwd"]
     tb = interleaved(fns, reps=reps, warmup=2)
-    times = tf | tb
+    fns = {"ours_fwd_bwd_response": ours_fwd_bwd_response, "torch_fwd_bwd_response": torch_fwd_bwd_response}
+    if args.skip_torch:
+        del fns["torch_fwd_bwd_response"]
+    tr = interleaved(fns, reps=reps, warmup=2)
+    times = tf | tb | tr
     m = {k: med(v) for k, v in times.items()}
 
     from vital_jax.host_alloc import keep_freed_memory
 
     common = dict(batch=[BATCH, SEQ], keep_freed_memory=keep_freed_memory(), video_tokens_per_row=GRID[0] * GRID[1] * GRID[2] // 4,
                   params=n_params, remat=args.remat, scan=args.scan, frame_block=frame_block,
+                  logits_chunk=cfg.runtime.logits_chunk,
                   torch_attn=args.torch_attn,
                   torch_threads=args.threads, reps=reps)
     raw = {k: [round(x, 4) for x in v] for k, v in times.items()} | {f"{k}_median_s": round(v, 4) for k, v in m.items()}
     if not args.skip_torch:
         emit("fwd_bwd_speedup_vs_torch", m["torch_fwd_bwd"] / m["ours_fwd_bwd"], "x",
              baseline=f"transformers {args.torch_attn} fwd+bwd", raw=raw, **common)
+        emit("fwd_bwd_full_logits_speedup_vs_torch", m["torch_fwd_bwd"] / m["ours_fwd_bwd_full_logits"], "x",
+             baseline=f"transformers {args.torch_attn} fwd+bwd",
+             note="ours through the whole [B, L, V] logits like transformers (no lm-head chunk skipping)")
+        emit("fwd_bwd_response_speedup_vs_torch", m["torch_fwd_bwd_response"] / m["ours_fwd_bwd_response"], "x",
+             baseline=f"transformers {args.torch_attn} fwd+bwd", response_tokens_per_row=RESPONSE,
+             note="loss on each row's last RESPONSE tokens only (an SFT row)")
         emit("fwd_speedup_vs_torch", m["torch_fwd"] / m["ours_fwd"], "x",
              baseline=f"transformers {args.torch_attn} fwd", raw=raw, **common)
-    emit("fwd_bwd_fraction_of_gemm_peak", fwdbwd_flops / m["ours_fwd_bwd"] / 1e9 / peak, "fraction",
-         achieved_gflops=fwdbwd_flops / m["ours_fwd_bwd"] / 1e9, peak_gflops=peak, **common)
+    full = m["ours_fwd_bwd_full_logits"]
+    emit("fwd_bwd_fraction_of_gemm_peak", fwdbwd_flops / full / 1e9 / peak, "fraction",
+         achieved_gflops=fwdbwd_flops / full / 1e9, peak_gflops=peak,
+         note="ours through the whole logits (the work the FLOP count assumes)", **common)
     emit("fwd_fraction_of_gemm_peak", fwd_flops / m["ours_fwd"] / 1e9 / peak, "fraction",
          achieved_gflops=fwd_flops / m["ours_fwd"] / 1e9, peak_gflops=peak)
     for k, v in m.items():
-        f = fwdbwd_flops if k.endswith("fwd_bwd") else fwd_flops
-        emit(f"{k}_s", v, "s", gflops=f / v / 1e9)
+        f = fwdbwd_flops if "fwd_bwd" in k else fwd_flops
+        # the chunk-skipping runs do less than the analytic count: their GFLOP/s would overstate
+        extra = {} if k in ("ours_fwd_bwd", "ours_fwd_bwd_response") else {"gflops": f / v / 1e9}
+        emit(f"{k}_s", v, "s", **extra)
     emit("model_flops", fwd_flops, "FLOP per forward", fwd_bwd=fwdbwd_flops,
          components={k: v for k, v in flops.items() if k != "total"})
     emit("compile_s", compile_grad_s, "s", fwd=compile_fwd_s, fwd_bwd=compile_grad_s, setup_s=setup_s)

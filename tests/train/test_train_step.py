@@ -181,6 +181,25 @@ def test_token_logps_match_forward_reference(host_params, logp_case):
         assert np.all(ent[i, 1:k] > 0) and np.all(ent[i, 1:k] <= np.log(CFG.text.vocab_size) + 1e-4)
 
 
+def test_token_logps_only_loss_tokens(host_params, logp_case):
+    """What the trainers ask for: the same numbers on loss tokens (lm head in chunks of 8 here,
+    chunks without a loss token skipped), 0 on the rest."""
+    rows, refs = logp_case
+    mb = jax.tree.map(lambda x: x[0], _batch(rows))
+    cfg = CFG.with_runtime(logits_chunk=8)
+    logp, ent = jax.jit(lambda p, mb: token_logps(cfg, p, mb, with_entropy=True, only_loss_tokens=True))(host_params, mb)
+    full_ent = jax.jit(lambda p, mb: token_logps(CFG, p, mb, with_entropy=True)[1])(host_params, mb)
+    logp, ent = np.asarray(logp), np.asarray(ent)
+    mask = np.asarray(mb["loss_mask"]) > 0
+    mask[:, 0] = False
+    for i, (row, ref) in enumerate(zip(rows, refs)):
+        k = len(row.ids)
+        on = mask[i, 1:k]
+        np.testing.assert_allclose(logp[i, 1:k][on], ref[on], atol=2e-5, err_msg=f"row {i}")
+        np.testing.assert_allclose(ent[i][mask[i]], np.asarray(full_ent)[i][mask[i]], atol=2e-5)
+    assert np.all(logp[~mask] == 0) and np.all(ent[~mask] == 0)
+
+
 def test_sft_loss_is_masked_mean_nll(host_params, logp_case):
     rows, refs = logp_case
     batch = _batch(rows)

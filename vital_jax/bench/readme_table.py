@@ -23,6 +23,7 @@ END = "<!-- bench:end -->"
 # (metric name, suite that prints it): the table's rows, in this order
 HEADLINES: tuple[tuple[str, str], ...] = (
     ("fwd_bwd_speedup_vs_torch", "model"),
+    ("fwd_bwd_response_speedup_vs_torch", "model"),
     ("fwd_speedup_vs_torch", "model"),
     ("fwd_bwd_fraction_of_gemm_peak", "model"),
     ("decode_speedup_vs_hf_generate", "sampler"),

@@ -108,7 +108,7 @@ def build_model(cfg: RunConfig, tok, mesh) -> tuple[ModelConfig, dict]:
     m = cfg.model
     runtime = dict(param_dtype=m.param_dtype, compute_dtype=m.compute_dtype, scan_layers=m.scan_layers,
                    remat=m.remat, attention=m.attention, freeze_vision=m.freeze_vision,
-                   vision_frame_block=m.vision_frame_block)
+                   vision_frame_block=m.vision_frame_block, logits_chunk=m.logits_chunk)
     if m.init_from is not None:
         src = Path(m.init_from)
         if (src / "params").is_dir():

@@ -71,6 +71,7 @@ class ModelSection:
     attention: str = "xla"
     freeze_vision: bool = False
     vision_frame_block: int = 0          # banded full-attention blocks: patches of the largest frame (0: dense)
+    logits_chunk: int = 128              # lm-head chunk (positions) of the training log-probs; 0 = one chunk
     seed: int = 0                        # init seed for a fresh model
 
 

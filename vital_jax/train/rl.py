@@ -46,7 +46,8 @@ def rl_loss(mcfg, rl, params, mb, ctx):
     """Policy loss of one micro-batch (whole groups), normalised for accumulation."""
     from vital_jax.rl.losses import policy_loss
 
-    logp, ent = token_logps(mcfg, params, mb, vis_embeds=mb.get("vis_embeds"), with_entropy=True)
+    logp, ent = token_logps(mcfg, params, mb, vis_embeds=mb.get("vis_embeds"), with_entropy=True,
+                           only_loss_tokens=True)
     mask = mb["loss_mask"]
     old = mb["old_logp"] if "old_logp" in mb else jax.lax.stop_gradient(logp)
     options: dict[str, Any] = {}
@@ -81,8 +82,9 @@ def _default_aggregation(loss: str) -> str:
 
 
 def _logp_all(mcfg, params, batch):
-    """Log-probs of every micro-batch (no gradient): ``[M, b, L]``."""
-    return jax.lax.map(lambda mb: token_logps(mcfg, params, mb, vis_embeds=mb.get("vis_embeds")), batch)
+    """Log-probs of every micro-batch's loss tokens (no gradient): ``[M, b, L]``, 0 elsewhere."""
+    return jax.lax.map(lambda mb: token_logps(mcfg, params, mb, vis_embeds=mb.get("vis_embeds"),
+                                              only_loss_tokens=True), batch)
 
 
 def _embed_all(mcfg, params, vision):

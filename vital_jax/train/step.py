@@ -45,10 +45,15 @@ def row_vision_embeds(cfg: ModelConfig, params: dict, vision: dict) -> jax.Array
 
 
 def token_logps(cfg: ModelConfig, params: dict, mb: dict, vis_embeds: jax.Array | None = None,
-                with_entropy: bool = False):
+                with_entropy: bool = False, only_loss_tokens: bool = False):
     """Log-prob of every token given the ones before it, ``[b, L]`` aligned with ``input_ids``
     (column 0 is 0: nothing predicts the first token). Optionally the per-token entropy of the
-    predicting distribution, aligned the same way."""
+    predicting distribution, aligned the same way.
+
+    ``only_loss_tokens``: the values are wanted only where ``mb["loss_mask"]`` is set (0
+    elsewhere), and lm-head chunks without such a token are skipped
+    (:func:`~vital_jax.models.qwen2_5_vl.modeling.target_logprobs`). Every loss here reads the
+    log-probs through that mask, so the trainers pass it."""
     ids = mb["input_ids"]
     cd = cfg.runtime.compute_dtype
     x = jnp.take(params["embed"], ids, axis=0).astype(cd)
@@ -59,22 +64,16 @@ def token_logps(cfg: ModelConfig, params: dict, mb: dict, vis_embeds: jax.Array 
         take = jnp.take_along_axis(vis_embeds.astype(cd), idx[..., None], axis=1)
         x = jnp.where((mb["vis_index"] >= 0)[..., None], take, x)
     h, _ = modeling.decode_hidden(cfg, params, x, mb["position_ids"], modeling.CausalMask(mb["attention_mask"]))
-    logits = modeling.lm_logits(cfg, params, h[:, :-1])                          # [b, L-1, V] f32
-    lse = jax.nn.logsumexp(logits, axis=-1)
-    # target logit by comparison, not take_along_axis: its gradient would be a [b, L, V] scatter
-    hit = jax.lax.broadcasted_iota(jnp.int32, logits.shape, 2) == ids[:, 1:, None]
-    target = jnp.sum(jnp.where(hit, logits, 0.0), axis=-1)
-    logp = jnp.pad(target - lse, ((0, 0), (1, 0)))
+    where = mb["loss_mask"][:, 1:] > 0 if only_loss_tokens else None
+    out = modeling.target_logprobs(cfg, params, h[:, :-1], ids[:, 1:], where, with_entropy=with_entropy)
     if not with_entropy:
-        return logp
-    p = jnp.exp(logits - lse[..., None])
-    ent = lse - jnp.sum(p * logits, axis=-1)
-    return logp, jnp.pad(ent, ((0, 0), (1, 0)))
+        return jnp.pad(out, ((0, 0), (1, 0)))
+    return jnp.pad(out[0], ((0, 0), (1, 0))), jnp.pad(out[1], ((0, 0), (1, 0)))
 
 
 def sft_loss(cfg: ModelConfig, params: dict, mb: dict, token_count: jax.Array):
     """Masked next-token cross-entropy, summed and divided by the global target count."""
-    logp = token_logps(cfg, params, mb)
+    logp = token_logps(cfg, params, mb, only_loss_tokens=True)
     mask = mb["loss_mask"]
     nll = -jnp.sum(logp * mask)
     return nll / token_count, {"nll_sum": nll, "tokens": jnp.sum(mask)}

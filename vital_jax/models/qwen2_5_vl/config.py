@@ -91,6 +91,9 @@ class RuntimeOptions:
       [N, N] frame mask, right for any layout. k > 0 promises that no frame (one temporal slice
       of a visual item, h*w patches) has more than k patches: those blocks then attend in a band
       of k-patch blocks, ~3k/N of the dense cost. A frame over k raises at run time.
+    - ``logits_chunk``: positions per lm-head chunk in the training log-probs
+      (:func:`vital_jax.models.qwen2_5_vl.modeling.target_logprobs`); chunks without a loss token
+      are skipped. 0 = one chunk.
     """
 
     param_dtype: str = "float32"
@@ -100,6 +103,7 @@ class RuntimeOptions:
     attention: str = "xla"
     freeze_vision: bool = False  # stop gradients at the vision tower's output
     vision_frame_block: int = 0
+    logits_chunk: int = 128
 
     def __post_init__(self):
         for name in ("param_dtype", "compute_dtype"):
@@ -111,6 +115,8 @@ class RuntimeOptions:
             raise ConfigError(f"runtime.remat={self.remat!r}; expected 'none', 'full' or 'dots'")
         if not isinstance(self.vision_frame_block, int) or self.vision_frame_block < 0:
             raise ConfigError(f"runtime.vision_frame_block={self.vision_frame_block!r}; expected an int >= 0")
+        if not isinstance(self.logits_chunk, int) or self.logits_chunk < 0:
+            raise ConfigError(f"runtime.logits_chunk={self.logits_chunk!r}; expected an int >= 0")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -556,6 +556,60 @@ def lm_logits(cfg: ModelConfig, params: dict, h: Array) -> Array:
     return constrain(logits, ("batch", "seq", "act_vocab"))
 
 
+def _logit_chunks(n: int, chunk: int) -> list[tuple[int, int]]:
+    """Static [start, end) position chunks for :func:`target_logprobs`: ``chunk`` positions each,
+    grown so that there are at most 16 (the loop is unrolled: compile time grows with the count)."""
+    if chunk <= 0 or n <= chunk:
+        return [(0, n)]
+    size = max(chunk, -(-n // 16))
+    return [(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def target_logprobs(cfg: ModelConfig, params: dict, h: Array, targets: Array, where: Array | None = None,
+                    *, with_entropy: bool = False):
+    """``log p(targets[b, t] | h[b, t])`` ``[B, n]`` f32 from hidden states ``h [B, n, D]``, and
+    with ``with_entropy`` the entropy of each predicting distribution.
+
+    The lm head runs over chunks of ``cfg.runtime.logits_chunk`` positions (all rows together,
+    so the batch sharding is untouched). With ``where [B, n]`` only those positions are wanted:
+    the others are 0, and a chunk with none of them is skipped at run time (``lax.cond``; its
+    forward and backward matmuls are not run). A training row's prompt, video and tool
+    observations are most of its tokens and need no logits. Chunks also keep each softmax pass
+    over a ``[B, chunk, V]`` block instead of the whole ``[B, n, V]`` logits.
+    """
+    B, n, _ = h.shape
+    want = None if where is None else where.astype(bool)
+
+    def chunk_fn(hc, tc, wc):
+        logits = lm_logits(cfg, params, hc)                                    # [B, c, V] f32
+        lse = jax.nn.logsumexp(logits, axis=-1)
+        # target logit by comparison, not take_along_axis: its gradient would be a [B, c, V] scatter
+        hit = jax.lax.broadcasted_iota(jnp.int32, logits.shape, 2) == tc[..., None]
+        logp = jnp.sum(jnp.where(hit, logits, 0.0), axis=-1) - lse
+        ent = lse - jnp.sum(jnp.exp(logits - lse[..., None]) * logits, axis=-1) if with_entropy else jnp.zeros_like(lse)
+        if wc is not None:
+            logp, ent = jnp.where(wc, logp, 0.0), jnp.where(wc, ent, 0.0)
+        return logp, ent
+
+    def skip(hc, tc, wc):
+        z = jnp.zeros(tc.shape, jnp.float32)
+        return z, z
+
+    outs = []
+    for c0, c1 in _logit_chunks(n, cfg.runtime.logits_chunk):
+        hc, tc = h[:, c0:c1], targets[:, c0:c1]
+        if want is None:
+            outs.append(chunk_fn(hc, tc, None))
+        else:
+            wc = want[:, c0:c1]
+            outs.append(jax.lax.cond(jnp.any(wc), chunk_fn, skip, hc, tc, wc))
+    logp = jnp.concatenate([o[0] for o in outs], axis=1) if len(outs) > 1 else outs[0][0]
+    if not with_entropy:
+        return logp
+    ent = jnp.concatenate([o[1] for o in outs], axis=1) if len(outs) > 1 else outs[0][1]
+    return logp, ent
+
+
 def causal_mask(attention_mask: Array) -> Array:
     """[B, L] padding mask -> [B, L, L] causal mask over valid keys."""
     L = attention_mask.shape[1]
