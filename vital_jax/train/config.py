@@ -130,6 +130,7 @@ class SFTConfig:
     steps: int = 100
     batch_size: int = 8                   # global, per optimizer step
     micro_batches: int = 1                # gradient accumulation
+    max_bad_steps: int = 5                # NaN/inf updates skipped before the run stops
     optim: OptimConfig = OptimConfig(learning_rate=1e-3, warmup_steps=10)
 
 

@@ -45,7 +45,7 @@ class StepLoop:
         self.log = log
         use_bar = jax.process_index() == 0 and log is print and sys.stdout.isatty()
         self.bar = ProgressBar(self.total, dict(keys)) if use_bar else None
-        self.max_bad = cfg.rl.max_bad_steps
+        self.max_bad = (cfg.sft if kind == "sft" else cfg.rl).max_bad_steps
         self.bad = 0
         self.stopped: str | None = None
         self._flag = StopFlag()
@@ -88,7 +88,7 @@ class StepLoop:
         if self.bad > self.max_bad:
             self.ckpts.save(step, state, data_iterator=it, host=self._host(host), wait=True)
             raise TrainingError(f"{self.bad} {self.kind} steps with non-finite loss or gradients (limit "
-                                f"rl.max_bad_steps = {self.max_bad}); checkpoint at step {step}")
+                                f"{self.kind}.max_bad_steps = {self.max_bad}); checkpoint at step {step}")
         if self._flag.stop_requested():
             self.stopped = self._flag.reason or "signal"
             self.ckpts.save(step, state, data_iterator=it, host=self._host(host), wait=True)
