@@ -111,3 +111,32 @@ def test_chunk_without_wanted_positions_is_not_computed(case):
 def test_logits_chunk_is_validated():
     with pytest.raises(ConfigError, match="logits_chunk"):
         ModelConfig.tiny().with_runtime(logits_chunk=-1)
+
+
+def test_sharded_equals_unsharded(case, mesh222):
+    """(data, fsdp, tensor) = (2, 2, 2): rows over data x fsdp, the lm head's vocabulary over
+    tensor; the per-chunk ``lax.cond`` predicate is then a reduction over sharded rows."""
+    from vital_jax.models.qwen2_5_vl import param_shardings
+    from vital_jax.sharding import named_sharding
+
+    cfg, params, h, targets, where = case
+    cfg = cfg.with_runtime(logits_chunk=8)
+    h4 = jnp.concatenate([h, h[::-1]], axis=0)                  # 4 rows: one per data x fsdp shard
+    t4 = jnp.concatenate([targets, targets[::-1]], axis=0)
+    w4 = jnp.concatenate([where, jnp.zeros_like(where)], axis=0)
+
+    def loss(p, h, t, w):
+        lp, en = modeling.target_logprobs(cfg, p, h, t, w, with_entropy=True)
+        return jnp.sum(lp) + jnp.sum(en), (lp, en)
+
+    fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+    (want_l, want_aux), want_g = fn(params, h4, t4, w4)
+    sp = jax.device_put(params, param_shardings(cfg, mesh222))
+    assert sp["lm_head"].sharding.spec[1] == "tensor", sp["lm_head"].sharding.spec
+    rows = named_sharding(mesh222, ("batch", None, None), h4.shape)
+    rows2 = named_sharding(mesh222, ("batch", None), t4.shape)
+    with jax.set_mesh(mesh222):
+        (got_l, got_aux), got_g = fn(sp, jax.device_put(h4, rows), jax.device_put(t4, rows2), jax.device_put(w4, rows2))
+    np.testing.assert_allclose(float(got_l), float(want_l), rtol=1e-5)
+    for g, r in zip(jax.tree.leaves((got_aux, got_g)), jax.tree.leaves((want_aux, want_g))):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=2e-5)
