@@ -577,7 +577,7 @@ def target_logprobs(cfg: ModelConfig, params: dict, h: Array, targets: Array, wh
     observations are most of its tokens and need no logits. Chunks also keep each softmax pass
     over a ``[B, chunk, V]`` block instead of the whole ``[B, n, V]`` logits.
     """
-    B, n, _ = h.shape
+    n = h.shape[1]
     want = None if where is None else where.astype(bool)
 
     def chunk_fn(hc, tc, wc):
