@@ -143,34 +143,32 @@ def model_flops(cfg, layout) -> dict:
     return out
 
 
-def cross_entropy(logits, labels, weights):
-    """Weighted mean next-token NLL as logsumexp - target logit: its gradient is one softmax pass.
-    (``log_softmax`` + ``take_along_axis`` computes the same value but its backward over the
-    [B, L, V] logits ran ~0.8-1 s slower here on 2 cores.) The target logit is picked with a
-    compare against the label, not ``take_along_axis``, whose backward scatters into a zeroed
-    [B, L, V] array; the compare's backward is a select that fuses into the softmax gradient."""
-    import jax
+def masked_nll(cfg, params, h, b, *, skip_unlabelled: bool = True):
+    """Weighted mean next-token NLL from the final hidden states, by the library's training head
+    (``modeling.target_logprobs``: logsumexp - target logit, the target picked by a compare so the
+    backward is one fused softmax pass). ``skip_unlabelled``: the lm head runs in chunks of
+    ``runtime.logits_chunk`` positions and skips chunks without a label, as the trainers do
+    (``token_logps(only_loss_tokens=True)``); False: the whole [B, L, V] logits in one piece, as
+    transformers computes them."""
     import jax.numpy as jnp
 
-    lse = jax.nn.logsumexp(logits, axis=-1)
-    vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
-    target = jnp.sum(jnp.where(vocab == labels[..., None], logits, 0.0), axis=-1)
-    return jnp.sum((lse - target) * weights) / jnp.sum(weights)
+    from vital_jax.models.qwen2_5_vl import modeling
+
+    where = b["weights"] > 0 if skip_unlabelled else None
+    if not skip_unlabelled:
+        cfg = cfg.with_runtime(logits_chunk=0)
+    logp = modeling.target_logprobs(cfg, params, h, b["labels"], where)
+    return -jnp.sum(logp * b["weights"]) / jnp.sum(b["weights"])
 
 
-def train_loss(cfg, params, b):
-    """The same loss the way the trainers compute it (``train.step.token_logps(only_loss_tokens=
-    True)``): the lm head runs in chunks of ``runtime.logits_chunk`` positions and skips the chunks
-    without a label (here the ones inside the video span). transformers computes every logit."""
-    import jax.numpy as jnp
-
+def train_loss(cfg, params, b, *, skip_unlabelled: bool = True):
+    """The whole model's loss on the bench batch (see :func:`masked_nll`)."""
     from vital_jax.models.qwen2_5_vl import modeling
 
     vis = modeling.encode_vision(cfg, params["vision"], b["vision"])
     x = modeling.embed_tokens(cfg, params, b["ids"], vis, b["vis_index"])
     h, _ = modeling.decode_hidden(cfg, params, x, b["pos"], modeling.CausalMask(b["mask"]))
-    logp = modeling.target_logprobs(cfg, params, h, b["labels"], b["weights"] > 0)
-    return -jnp.sum(logp * b["weights"]) / jnp.sum(b["weights"])
+    return masked_nll(cfg, params, h, b, skip_unlabelled=skip_unlabelled)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,7 +294,7 @@ def main() -> None:
         return train_loss(cfg, p, b)
 
     def loss_full_logits(p, b):  # the same loss through the whole [B, L, V] logits
-        return cross_entropy(logits_fn(p, b), b["labels"], b["weights"])
+        return train_loss(cfg, p, b, skip_unlabelled=False)
 
     jfwd = jax.jit(logits_fn)
     jgrad = jax.jit(jax.value_and_grad(loss_fn))
@@ -466,7 +464,7 @@ def profile(cfg, params, batch, flops, peak, reps, hf, t_kw, torch):
         return jnp.vdot(modeling.decode_hidden(cfg, p, x, b["pos"], modeling.CausalMask(b["mask"]))[0], ct)
 
     def head(p, h, b):
-        return cross_entropy(modeling.lm_logits(cfg, p, h), b["labels"], b["weights"])
+        return masked_nll(cfg, p, h, b, skip_unlabelled=False)
 
     dec_params = {"layers": params["layers"], "final_norm": params["final_norm"]}
     head_params = {"lm_head": params["lm_head"]}

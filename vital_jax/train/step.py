@@ -66,9 +66,7 @@ def token_logps(cfg: ModelConfig, params: dict, mb: dict, vis_embeds: jax.Array 
     h, _ = modeling.decode_hidden(cfg, params, x, mb["position_ids"], modeling.CausalMask(mb["attention_mask"]))
     where = mb["loss_mask"][:, 1:] > 0 if only_loss_tokens else None
     out = modeling.target_logprobs(cfg, params, h[:, :-1], ids[:, 1:], where, with_entropy=with_entropy)
-    if not with_entropy:
-        return jnp.pad(out, ((0, 0), (1, 0)))
-    return jnp.pad(out[0], ((0, 0), (1, 0))), jnp.pad(out[1], ((0, 0), (1, 0)))
+    return jax.tree.map(lambda x: jnp.pad(x, ((0, 0), (1, 0))), out)     # array, or (logp, entropy)
 
 
 def sft_loss(cfg: ModelConfig, params: dict, mb: dict, token_count: jax.Array):

@@ -603,11 +603,8 @@ def target_logprobs(cfg: ModelConfig, params: dict, h: Array, targets: Array, wh
         else:
             wc = want[:, c0:c1]
             outs.append(jax.lax.cond(jnp.any(wc), chunk_fn, skip, hc, tc, wc))
-    logp = jnp.concatenate([o[0] for o in outs], axis=1) if len(outs) > 1 else outs[0][0]
-    if not with_entropy:
-        return logp
-    ent = jnp.concatenate([o[1] for o in outs], axis=1) if len(outs) > 1 else outs[0][1]
-    return logp, ent
+    logp = jnp.concatenate([o[0] for o in outs], axis=1)
+    return (logp, jnp.concatenate([o[1] for o in outs], axis=1)) if with_entropy else logp
 
 
 def causal_mask(attention_mask: Array) -> Array:
