@@ -221,3 +221,39 @@ def test_question_text_and_default_shapes():
     assert sc.max_visual_tokens >= 4 * 600 and sc.vision_buckets[-1] == 4 * sc.max_visual_tokens
     assert all(v % 4 == 0 for v in sc.vision_buckets) and len(sc.vision_buckets) == 4
     assert sc.batch_size == 4 and sc.decode_steps == 32
+
+
+def test_blind_control_blanks_every_frame_the_model_sees(tmp_path, model, tok, suite, monkeypatch):
+    """evaluate(blind=True): the question video and the tool's clip reach the model as one constant
+    (mid-grey) patch vector, with the shapes of the real ones; run.json records it."""
+    import numpy as np
+
+    from vital_jax.video.patchify import normalize, patchify
+
+    samples = load_benchmark("synthetic", suite / "eval.jsonl")[:2]
+    seen = []
+    real = runner.run_episodes
+
+    def spy(sampler, renderer, requests, config, **kw):
+        kw["script"] = lambda row, turn: TOOL_TURN if turn == 0 else ANSWER_TURN   # forces one clip per sample
+        eps = real(sampler, renderer, requests, config, **kw)
+        seen.append(eps)
+        return eps
+
+    monkeypatch.setattr(runner, "run_episodes", spy)
+    cfg, params = model
+    kw = {"batch_size": 2, "video_root": suite, "agent_config": AGENT, "video_kwargs": VIDEO_KW,
+          "clip_kwargs": CLIP_KW, "sampler_config": {"max_forced_tokens": 96}}
+    runner.evaluate(cfg, params, tok, "synthetic", samples, out_dir=tmp_path / "seeing", **kw)
+    runner.evaluate(cfg, params, tok, "synthetic", samples, out_dir=tmp_path / "blind", blind=True, **kw)
+    seeing, blind = seen
+    grey, _ = patchify(normalize(np.full((2, 28, 28, 3), runner.BLANK_LEVEL, np.uint8)))
+    for a, b in zip(seeing, blind):
+        assert len(b.visuals) == len(a.visuals) == 2            # question video + one clip
+        for va, vb in zip(a.visuals, b.visuals):
+            pa, pb = np.asarray(va.pixel_values), np.asarray(vb.pixel_values)
+            assert pa.shape == pb.shape and np.array_equal(va.grid_thw, vb.grid_thw)
+            assert np.ptp(pa, axis=0).max() > 0.1                   # the real frames vary
+            np.testing.assert_array_equal(pb, np.broadcast_to(grey[0], pb.shape))
+    assert json.loads((tmp_path / "blind" / runner.RUN_FILE).read_text())["blind"] is True
+    assert "blind" not in json.loads((tmp_path / "seeing" / runner.RUN_FILE).read_text())

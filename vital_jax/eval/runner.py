@@ -4,8 +4,9 @@
 and the trainer's demo call. It writes into ``out_dir``:
 
 - ``predictions.jsonl``: one line per sample (format: :mod:`vital_jax.eval.predictions`), with
-  ``id``, ``response`` (all assistant turns), ``answer`` (the last ``<answer>`` block, or None),
-  ``tool_calls`` (``name, start_time, end_time, ok, code, message, turn``), ``end_reason``,
+  ``id``, ``video`` (the resolved path), ``response`` (all assistant turns), ``answer`` (the
+  last ``<answer>`` block, or None), ``task`` and ``gold`` (the reference: ``answer``,
+  ``intervals``), ``tool_calls`` (``name, start_time, end_time, ok, code, message, turn``), ``end_reason``,
   ``truncated``, ``error``, ``prompt`` and ``transcript`` (decoded; runs of visual placeholder
   tokens collapsed to ``<|video_pad|>×N``), token counts and ``timing`` (``total_s`` is the
   batch's wall time shared among its rows). ``end_reason`` is the loop's, or ``sampler_error``
@@ -35,7 +36,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from vital_jax.agent.loop import AgentConfig, Episode, EpisodeRequest, run_episodes
+from vital_jax.agent.tools import TOOLS, ToolContext, ToolResult
 from vital_jax.eval.benchmarks import BENCHMARKS, Benchmark, Sample
 from vital_jax.eval.predictions import answer_text, append_prediction, read_predictions
 from vital_jax.eval.scoring import score
@@ -45,6 +49,8 @@ from vital_jax.sampling import Sampler, SamplerConfig, SamplerError, SamplingOpt
 from vital_jax.video import sampling as vs
 from vital_jax.video import video_info
 from vital_jax.video.errors import VideoError
+from vital_jax.video.overlay import overlay_timestamps
+from vital_jax.video.patchify import normalize, patchify
 
 PREDICTIONS_FILE = "predictions.jsonl"
 METRICS_FILE = "metrics.json"
@@ -62,6 +68,10 @@ _PLAN_KEYS = ("start", "end", "fps", "nframes", "min_frames", "max_frames", "min
 # A long tool error as the model sees it: sizes the room an error observation takes in the cache.
 _LONG_TOOL_ERROR = ("Error: clip [12345.67, 12345.67] s is not inside [0, 12345.67] s with start < end; "
                     "get_video_clip_frame takes exactly start_time and end_time")
+
+
+# The blind control's frames: every pixel mid-grey (a constant image, no content, no edges).
+BLANK_LEVEL = 128
 
 
 class EvalSettingsError(ValueError):
@@ -173,6 +183,37 @@ def default_sampler_config(budgets: Sequence[_Budget], *, batch_size: int, max_t
                          decode_steps=max(1, min(32, max_new_tokens)))
 
 
+# --------------------------------------------------------------------------- blind control
+
+
+def blank_frames(frames: np.ndarray) -> np.ndarray:
+    """``load_video``'s ``frame_transform`` of the blind control: the frames' shape, no content."""
+    return np.full_like(frames, BLANK_LEVEL)
+
+
+def _blank_clip(result: ToolResult, ctx: ToolContext) -> ToolResult:
+    """A tool result whose clip is rebuilt from blank frames of its own size and times: what
+    ``load_clip`` would return with a ``frame_transform`` (it has no such hook)."""
+    v = result.visual
+    if v is None:
+        return result
+    t, h, w = (int(x) for x in np.asarray(v.grid_thw).reshape(3))
+    frames = blank_frames(np.zeros((len(v.frame_times), h * vs.PATCH_SIZE, w * vs.PATCH_SIZE, 3), np.uint8))
+    if ctx.clip_kwargs.get("timestamps"):
+        frames = overlay_timestamps(frames, v.frame_times)   # the clock stays, as on the question video
+    pixels, grid = patchify(normalize(frames))
+    if pixels.shape != np.asarray(v.pixel_values).shape or not np.array_equal(grid.reshape(3), [t, h, w]):
+        raise ValueError(f"blind clip: rebuilt grid {grid.tolist()} differs from the clip's {[t, h, w]}")
+    return dataclasses.replace(result, visual=dataclasses.replace(v, pixel_values=pixels))
+
+
+def blind_tools(registry: Mapping[str, Callable] | None = None) -> dict[str, Callable]:
+    """``registry`` (None: the default tools) with every returned clip blanked."""
+    def wrap(fn):
+        return lambda arguments, ctx: _blank_clip(fn(arguments, ctx), ctx)
+    return {name: wrap(fn) for name, fn in (TOOLS if registry is None else registry).items()}
+
+
 # --------------------------------------------------------------------------- outputs
 
 
@@ -181,6 +222,12 @@ def _collapse_pads(text: str) -> str:
     for pad in (VIDEO_PAD, IMAGE_PAD):
         text = re.sub(f"(?:{re.escape(pad)})+", lambda m, p=pad: f"{p}×{len(m.group()) // len(p)}", text)
     return text
+
+
+def _gold(sample: Sample) -> dict[str, Any]:
+    """The reference next to the prediction, so a line can be read (and paired) on its own."""
+    return {"task": sample.category or sample.task,
+            "gold": {"answer": sample.answer, "intervals": [list(i) for i in sample.intervals]}}
 
 
 def prediction_row(sample: Sample, ep: Episode, tokenizer, timing: Mapping[str, float]) -> dict[str, Any]:
@@ -202,6 +249,7 @@ def prediction_row(sample: Sample, ep: Episode, tokenizer, timing: Mapping[str, 
         "use_tool": ep.request.use_tool, "video": ep.request.video, "duration": ep.duration,
         "prompt": "".join(spans["prompt"]), "transcript": transcript,
         "tokens": len(ep.ids), "generated_tokens": int(sum(ep.loss_mask)), "timing": dict(timing),
+        **_gold(sample),
     }
 
 
@@ -210,7 +258,7 @@ def _error_row(sample: Sample, request: EpisodeRequest, reason: str, message: st
     return {"id": sample.id, "response": "", "answer": None, "tool_calls": [], "end_reason": reason,
             "truncated": False, "error": message, "use_tool": request.use_tool, "video": request.video,
             "duration": None, "prompt": None, "transcript": [], "tokens": 0, "generated_tokens": 0,
-            "timing": dict(timing)}
+            "timing": dict(timing), **_gold(sample)}
 
 
 def _cut_partial_line(path: Path) -> None:
@@ -265,6 +313,7 @@ def evaluate(
     limit: int | None = None,
     mesh=None,
     run_info: Mapping[str, Any] | None = None,
+    blind: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``params`` on ``samples``; returns the metrics dict (also in ``metrics.json``).
@@ -285,6 +334,9 @@ def evaluate(
       video_kwargs / clip_kwargs: ``load_video`` / ``load_clip`` options; None = the
         agent_config's when it has them, else ``EVAL_VIDEO_KWARGS`` / the tool's defaults.
       run_info: extra settings recorded in ``run.json`` and checked on resume (e.g. the ckpt).
+      blind: the blind control: every frame the model sees (question video and tool clips) is
+        mid-grey, shapes and timing kept; a model that reads the video scores lower so. Recorded
+        in ``run.json`` as ``"blind": true``.
       log: progress lines (e.g. ``print``).
     """
     bench = BENCHMARKS[benchmark] if isinstance(benchmark, str) else benchmark
@@ -295,6 +347,9 @@ def evaluate(
     if clip_kwargs is None:
         clip_kwargs = base.clip_kwargs or {}
     agent = dataclasses.replace(base, video_kwargs=dict(video_kwargs), clip_kwargs=dict(clip_kwargs))
+    if blind:
+        agent = dataclasses.replace(agent, video_kwargs={**agent.video_kwargs, "frame_transform": blank_frames},
+                                    tools=blind_tools(agent.tools))
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     samples = list(samples)[:limit] if limit is not None else list(samples)
@@ -314,6 +369,8 @@ def evaluate(
         "sampling": {"temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p,
                      "repetition_penalty": s.repetition_penalty, "max_new_tokens": s.max_new_tokens},
         "run_info": dict(run_info or {}),
+        # only when on: folders written before the option existed still resume
+        **({"blind": True} if blind else {}),
     })
     _check_settings(out / RUN_FILE, settings, bool(done))
 

@@ -165,6 +165,35 @@ def score(
     return result
 
 
+def sample_values(samples: Sequence[Sample], rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per-sample values ``{metric: {sample id: value}}`` whose plain means are the synthetic
+    metric set's headline numbers, so an interval over samples is an interval of that number:
+
+    - ``accuracy``: ``correct`` of the samples that have an answer to check;
+    - ``miou``: ``iou`` of the samples that have an interval;
+    - ``score``: the sample's task metric (``correct``, ``iou``, or their mean for grounded QA)
+      times ``n / (tasks · n_task)``: ``score`` is the mean over tasks of the task means, i.e. a
+      weighted mean of per-sample metrics; folding the fixed weights into the values makes it a
+      plain mean (equal to ``score``'s when, as in the synthetic suite, every sample of a task
+      has the same fields).
+
+    ``rows``: :func:`score_sample`'s, in the order of ``samples`` (``score(..., return_rows=True)``).
+    """
+    if len(rows) != len(samples):
+        raise ValueError(f"sample_values: {len(rows)} rows for {len(samples)} samples")
+    tasks = [s.category or s.task for s in samples]
+    counts = {t: tasks.count(t) for t in set(tasks)}
+    out: dict[str, dict[str, float]] = {"accuracy": {}, "miou": {}, "score": {}}
+    for s, r, t in zip(samples, rows, tasks):
+        parts = [float(r[k]) for k in ("correct", "iou") if k in r]
+        if "correct" in r:
+            out["accuracy"][s.id] = float(r["correct"])
+        if "iou" in r:
+            out["miou"][s.id] = float(r["iou"])
+        out["score"][s.id] = (float(np.mean(parts)) if parts else 0.0) * len(samples) / (len(counts) * counts[t])
+    return out
+
+
 def _breakdown(rows, keys: Sequence[str | None], metric_set: str) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for k in sorted({k for k in keys if k is not None}):
