@@ -249,7 +249,9 @@ def build_input_ids(segments, seed: int = 0, spatial_merge: int = 2) -> np.ndarr
 
     ``segments`` items: ``("text", n)`` -> n random ids in ``[0, 300)``;
     ``("image", (t, h, w))`` / ``("video", (t, h, w))`` -> ``vision_start``,
-    ``t*h*w/4`` image/video pad ids, ``vision_end``.  Use :func:`segment_grids` for the grids.
+    ``t*h*w/4`` image/video pad ids, ``vision_end``; ``("video_ts", (t, h, w))`` -> per temporal
+    group 3 text ids (a timestamp) + ``vision_start``, ``h*w/4`` video pads, ``vision_end``.
+    Use :func:`segment_grids` for the grids.
     """
     rng = np.random.default_rng(seed)
     out: list[int] = []
@@ -262,6 +264,11 @@ def build_input_ids(segments, seed: int = 0, spatial_merge: int = 2) -> np.ndarr
             out.append(VISION_START_ID)
             out.extend([IMAGE_ID if kind == "image" else VIDEO_ID] * n)
             out.append(VISION_END_ID)
+        elif kind == "video_ts":  # textual timestamps (Qwen3-VL): 3 text ids + one block per temporal group
+            t, h, w = (int(v) for v in arg)
+            for _ in range(t):
+                out.extend(rng.integers(0, TEXT_ID_LIMIT, size=3).tolist())
+                out += [VISION_START_ID] + [VIDEO_ID] * (h * w // spatial_merge**2) + [VISION_END_ID]
         else:
             raise ValueError(f"unknown segment kind {kind!r}")
     return np.asarray(out, dtype=np.int64)
@@ -270,7 +277,7 @@ def build_input_ids(segments, seed: int = 0, spatial_merge: int = 2) -> np.ndarr
 def segment_grids(segments) -> tuple[list, list]:
     """``(image_grids, video_grids)``: the ``(t, h, w)`` grids of ``segments`` in order."""
     images = [tuple(a) for k, a in segments if k == "image"]
-    videos = [tuple(a) for k, a in segments if k == "video"]
+    videos = [tuple(a) for k, a in segments if k in ("video", "video_ts")]
     return images, videos
 
 

@@ -111,6 +111,42 @@ def test_rope_index_equals_original_rule(case):
     np.testing.assert_array_equal(got[1], want[1])
 
 
+def test_rope_index_text_timestamps_split_per_group():
+    """A video written with textual timestamps: each temporal group is positioned as its own
+    (1, h, w) item (Qwen3-VL's grid repeated with t = 1), the text between groups gets text
+    positions (max so far + 1), and seconds per grid play no part."""
+    cfg = ModelConfig.tiny()
+    rows = [[("text", 4), ("video_ts", (3, 2, 4)), ("text", 2), ("image", (1, 2, 4)), ("text", 1)],
+            [("text", 2), ("video_ts", (2, 4, 4)), ("text", 3)]]
+    b = _batch(rows, seed=3)
+    pos, deltas = rope_index(cfg, b["input_ids"], b["image_grid_thw"], b["video_grid_thw"], [0.5, 3.0],
+                             b["attention_mask"])
+    # the same ids with Qwen3-VL's per-group grids (and any seconds) give the same positions
+    split = np.asarray([(1, 2, 4)] * 3 + [(1, 4, 4)] * 2)
+    same, d2 = rope_index(cfg, b["input_ids"], b["image_grid_thw"], split, [7.0] * 5, b["attention_mask"])
+    np.testing.assert_array_equal(pos, same)
+    np.testing.assert_array_equal(deltas, d2)
+    # row 0 by hand: 4 text, then per group 3 text + <vs> + 2 pads (1x2 merged) + <ve>
+    p = pos[:, 0, b["attention_mask"][0] == 1]
+    nxt = 4
+    i = 4
+    for _ in range(3):
+        np.testing.assert_array_equal(p[:, i:i + 4], np.broadcast_to(nxt + np.arange(4), (3, 4)))  # text, <vs>
+        nxt += 4
+        i += 4
+        np.testing.assert_array_equal(p[:, i:i + 2], [[nxt, nxt], [nxt, nxt], [nxt, nxt + 1]])  # t, h, w
+        nxt += 2  # max (w) + 1
+        i += 2
+        assert (p[:, i] == nxt).all()  # <|vision_end|>
+        nxt += 1
+        i += 1
+    # a group run of the wrong length is an error naming the group
+    bad = b["input_ids"][1].copy()
+    bad[np.nonzero(bad == ref.VIDEO_ID)[0][-1]] = 5
+    with pytest.raises(PositionError, match="row 0: video item .* group 1 needs a run of 4"):
+        rope_index(cfg, bad[None], None, b["video_grid_thw"][1:], None, b["attention_mask"][1:])
+
+
 def test_tied_embeddings(tmp_path):
     model = ref.build_hf_model(ref.tiny_hf_config(tie_word_embeddings=True), seed=1)
     d = ref.save_hf_checkpoint(model, tmp_path)

@@ -1,5 +1,7 @@
 """Append-only rendering: incremental ids == full render == tokenising the full text."""
 
+import types
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,19 +14,27 @@ CALL = '<think>I should look closer.</think> <tool_call>{"name": "get_video_clip
 FINAL = "<think>The dog jumps.</think> <answer>B</answer>"
 
 
-def rollout(r, tool_ok=True):
-    c = Conversation(r, "What happens after the dog jumps?", Vision("video", 24), duration=125.5, use_tool=True)
+# textual timestamps (Qwen3-VL layout): 4 groups of 6 tokens for the video, 3 of 4 for the clip
+VIDEO_TIMES = (0.5, 2.5, 64.8, 125.2)
+CLIP_TIMES = (10.2, 11.2, 20.2)
+
+
+def rollout(r, tool_ok=True, stamps=False):
+    video = Vision("video", 24, VIDEO_TIMES if stamps else None)
+    clip = Vision("video", 12, CLIP_TIMES if stamps else None)
+    c = Conversation(r, "What happens after the dog jumps?", video, duration=125.5, use_tool=True)
     steps = [list(c.ids)]
     steps.append(c.add_assistant(CALL))
-    steps.append(c.add_tool_result(10.0, 20.5, Vision("video", 12)) if tool_ok else c.add_tool_error("Error: invalid window."))
+    steps.append(c.add_tool_result(10.0, 20.5, clip) if tool_ok else c.add_tool_error("Error: invalid window."))
     steps.append(c.add_assistant(FINAL))
     steps.append(c.finish())
     return c, steps
 
 
+@pytest.mark.parametrize("stamps", [False, True])
 @pytest.mark.parametrize("tool_ok", [True, False])
-def test_incremental_equals_full_render(renderer, tool_ok):
-    c, steps = rollout(renderer, tool_ok)
+def test_incremental_equals_full_render(renderer, tool_ok, stamps):
+    c, steps = rollout(renderer, tool_ok, stamps)
     full = renderer.render(c.messages)
     assert sum(steps, []) == c.ids == full.ids.tolist()
     assert c.loss_mask == full.loss_mask.tolist()
@@ -41,6 +51,39 @@ def test_tool_turn_layout_qwen(qwen_tok):
     )
     assert obs[:2] == [151645, 198]  # the newline after <|im_end|> is kept
     assert obs.count(151656) == 3 and obs.count(151652) == 1 and obs.count(151653) == 1
+
+
+def test_text_timestamps_layout_qwen(qwen_tok):
+    r = ChatRenderer(qwen_tok)
+    obs = r.tool_result_ids(10.0, 20.5, Vision("video", 6, (10.25, 11.25, 12.0)))
+    group = "<|vision_start|>" + "<|video_pad|>" * 2 + "<|vision_end|>"
+    assert qwen_tok.decode(obs) == (
+        "<|im_end|>\n<|im_start|>tool\n<10.2 seconds>" + group + "<11.2 seconds>" + group + "<12.0 seconds>" + group
+        + "Video clip from 10.00 to 20.50 seconds.<|im_end|>\n<|im_start|>assistant\n")
+    assert obs.count(151656) == 6 and obs.count(151652) == 3 and obs.count(151653) == 3
+    # Qwen2 keeps every digit its own token: "<", "1", "0", ".", "2", " seconds", ">"
+    assert [qwen_tok.decode([i]) for i in qwen_tok.encode("<10.2 seconds>")] == ["<", "1", "0", ".", "2", " seconds", ">"]
+    # each group's text sits right before its <|vision_start|>; the prompt's video likewise
+    p = qwen_tok.decode(r.prompt("Q?", Vision("video", 24, VIDEO_TIMES), duration=125.5, use_tool=False).ids)
+    assert p.count("<|video_pad|>") == 24 and p.count("<|vision_start|>") == 4
+    for t in ("0.5", "2.5", "64.8", "125.2"):
+        assert f"<{t} seconds><|vision_start|>" + "<|video_pad|>" * 6 + "<|vision_end|>" in p
+
+
+def test_vision_of_group_times():
+    # 5 frames -> 3 temporal groups; the last is padded with its last frame (as the patchifier)
+    clip = types.SimpleNamespace(kind="video", num_tokens=12, grid_thw=np.asarray([3, 4, 4]),
+                                 frame_times=np.asarray([1.0, 1.5, 2.0, 2.5, 3.0]))
+    assert Vision.of(clip) == Vision("video", 12)
+    assert Vision.of(clip, text_timestamps=True) == Vision("video", 12, (1.25, 2.25, 3.0))
+    img = types.SimpleNamespace(kind="image", num_tokens=4, grid_thw=np.asarray([1, 4, 4]), frame_times=np.zeros(1))
+    assert Vision.of(img, text_timestamps=True) == Vision("image", 4)  # images carry no time
+    with pytest.raises(ValueError, match="Vision.times: 5 groups do not split 12"):
+        Vision("video", 12, (0, 1, 2, 3, 4))
+    with pytest.raises(ValueError, match="Vision.times: only a video"):
+        Vision("image", 4, (0.0,))
+    with pytest.raises(ValueError, match="frame_times has 5 frames, which is not 2 temporal groups"):
+        Vision.of(types.SimpleNamespace(**{**vars(clip), "grid_thw": np.asarray([2, 4, 4])}), text_timestamps=True)
 
 
 def test_prompt_contents_and_mask(qwen_tok):
@@ -82,15 +125,20 @@ assistant_text = st.lists(_piece, min_size=1, max_size=6).map("".join).filter(
     final=assistant_text,
     question=st.text(max_size=30).filter(lambda s: "<|" not in s),
     use_tool=st.booleans(),
+    stamps=st.booleans(),
 )
-def test_append_only_property(qwen_tok, turns, final, question, use_tool):
+def test_append_only_property(qwen_tok, turns, final, question, use_tool, stamps):
     r = ChatRenderer(qwen_tok)
-    c = Conversation(r, question, Vision("video", 7), duration=33.0, use_tool=use_tool)
+
+    def video(n):  # with textual timestamps: n groups of 2 tokens
+        return Vision("video", 2 * n, tuple(0.5 + 2 * k for k in range(n))) if stamps else Vision("video", n)
+
+    c = Conversation(r, question, video(7), duration=33.0, use_tool=use_tool)
     checkpoints = [(len(c.messages), list(c.ids))]
     for text, n, ok in turns:
         c.add_assistant(text)
         checkpoints.append((len(c.messages), list(c.ids)))
-        c.add_tool_result(1.0, 2.5, Vision("video", n)) if ok else c.add_tool_error(f"Error: {text[:5]}")
+        c.add_tool_result(1.0, 2.5, video(n)) if ok else c.add_tool_error(f"Error: {text[:5]}")
         checkpoints.append((len(c.messages), list(c.ids)))
     c.add_assistant(final)
     c.finish()

@@ -70,3 +70,28 @@ def test_prefill_append_decode_equals_full_forward(hf_tiny):
         # the state's next-token logits equal the full forward's last row
         np.testing.assert_allclose(np.asarray(state.last_logits[b]), full2[-1], atol=ATOL, rtol=1e-4)
     np.testing.assert_array_equal(s.lengths(state), [len(hist[b]) + 5 for b in range(3)])
+
+
+def test_text_timestamps_prefill_and_tool_clip_equal_full_forward(hf_tiny):
+    """Videos written Qwen3-VL style (a timestamp's text before each temporal group): the prompt
+    and an appended tool clip turn give the logits of one full forward over the whole sequence
+    (positions per group, the tower's tokens scattered into the groups in order)."""
+    _, cfg, params = hf_tiny
+    s = Sampler(cfg, params, SamplerConfig(batch_size=2, cache_length=160, chunk_buckets=(8, 32, 64),
+                                           vision_buckets=(64, 256), max_visual_tokens=96, decode_steps=4))
+    v1, v2 = visual((4, 4, 4), seed=4, spg=0.5), visual((2, 4, 6), seed=5, spg=2.0)
+    p0 = ref.build_input_ids([("text", 5), ("video_ts", (4, 4, 4)), ("text", 4)], seed=20)
+    p1 = ref.build_input_ids([("text", 7)], seed=21)
+    hist, vis = [list(p0), list(p1)], [[v1], []]
+    state, lg = s.prefill([Segment(p0, [v1]), Segment(p1)], all_logits=True)
+    np.testing.assert_allclose(lg[0], _full_logits(cfg, params, hist[0], vis[0]), atol=ATOL, rtol=1e-4)
+    state, out = s.generate(state, SamplingOptions(temperature=0.0), max_new_tokens=[3, 2])
+    for b in range(2):
+        hist[b] += out.tokens[b].tolist()
+    a0 = ref.build_input_ids([("text", 3), ("video_ts", (2, 4, 6)), ("text", 2)], seed=22)
+    state, lg = s.extend(state, [Segment(a0, [v2]), None], all_logits=True)
+    hist[0] += list(a0)
+    vis[0].append(v2)
+    np.testing.assert_allclose(lg[0], _full_logits(cfg, params, hist[0], vis[0])[-len(a0):], atol=ATOL, rtol=1e-4)
+    # 4 + 2 temporal groups, each its own <|vision_start|> block
+    assert (np.asarray(hist[0]) == ref.VISION_START_ID).sum() == 4 + 2

@@ -1,6 +1,6 @@
 """Prompt side: chat format + tools block, tokenizers, append-only rendering, parsers."""
 
-from vital_jax.prompt.render import ChatRenderer, Conversation, Message, Rendered, Vision
+from vital_jax.prompt.render import ChatRenderer, Conversation, Message, Rendered, Vision, group_times, timestamp_text
 from vital_jax.prompt.tokenizer import (
     Tokenizer,
     TokenizerError,
@@ -20,7 +20,9 @@ __all__ = [
     "Tokenizer",
     "TokenizerError",
     "Vision",
+    "group_times",
     "load_tokenizer",
     "qwen2_vl_reference_tokenizer",
+    "timestamp_text",
     "train_small_tokenizer",
 ]

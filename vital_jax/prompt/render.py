@@ -16,6 +16,10 @@ Layout (Qwen2-VL chat format, VITAL's tool turn from method.md section 2)::
         {s:.2f} to {e:.2f} seconds.<|im_end|>\\n<|im_start|>assistant\\n           <- mask 0
     {generated ... </answer>}<|im_end|>                                           <- mask 1
 
+With textual timestamps (``Vision.times``, Qwen3-VL style; off by default) each video block
+becomes one block per temporal group: ``<0.5 seconds><|vision_start|>{pads}<|vision_end|>
+<1.5 seconds><|vision_start|>...``.
+
 Caveat of any segment-wise scheme: an assistant text that *starts* with a newline would
 merge with the preceding ``\\n`` if the whole string were tokenised at once; the sampler's
 ids are what the model produced, so the segment-wise ids are the truth.
@@ -35,23 +39,71 @@ from vital_jax.prompt.tokens import IMAGE_PAD, IM_END, IM_START, VIDEO_PAD, VISI
 ROLES = ("system", "user", "assistant", "tool")
 
 
+def group_times(frame_times, groups: int, temporal_patch: int = 2) -> tuple[float, ...]:
+    """Seconds of each temporal group (one temporal patch of ``temporal_patch`` frames).
+
+    Qwen3-VL's convention: the mean of the group's first and last frame times, the frame list
+    padded by repeating its last frame (as the patchifier pads the clip). ``groups`` must be
+    ``ceil(len(frame_times) / temporal_patch)``.
+    """
+    t = [float(x) for x in np.asarray(frame_times, np.float64).reshape(-1)]
+    if not t:
+        raise ValueError("frame_times is empty: a video needs at least one frame time")
+    if -(-len(t) // temporal_patch) != groups:
+        raise ValueError(f"frame_times has {len(t)} frames, which is not {groups} temporal groups of "
+                         f"{temporal_patch}")
+    t += [t[-1]] * (groups * temporal_patch - len(t))
+    return tuple((t[k * temporal_patch] + t[(k + 1) * temporal_patch - 1]) / 2 for k in range(groups))
+
+
+def timestamp_text(seconds: float) -> str:
+    """The text written before a temporal group's visual tokens (Qwen3-VL: ``<12.5 seconds>``)."""
+    return f"<{seconds:.1f} seconds>"
+
+
 @dataclasses.dataclass(frozen=True)
 class Vision:
-    """A visual placeholder: ``kind`` ``"video"``/``"image"`` expanding to ``num_tokens`` pads."""
+    """A visual placeholder: ``kind`` ``"video"``/``"image"`` expanding to ``num_tokens`` pads.
+
+    ``times`` (videos only): seconds of each temporal group. When given, the video is written
+    Qwen3-VL style, ``<t seconds><|vision_start|>{pads of that group}<|vision_end|>`` per group
+    (``num_tokens / len(times)`` pads each) instead of one ``<|vision_start|>...<|vision_end|>``
+    block; M-RoPE then positions each group as its own t = 1 item (``rope.row_positions``
+    reads that layout from the ids).
+    """
 
     kind: str
     num_tokens: int
+    times: tuple[float, ...] | None = None
 
     def __post_init__(self):
         if self.kind not in ("video", "image"):
             raise ValueError(f"Vision.kind must be 'video' or 'image', got {self.kind!r}")
         if self.num_tokens <= 0:
             raise ValueError(f"Vision.num_tokens must be positive, got {self.num_tokens}")
+        if self.times is not None:
+            object.__setattr__(self, "times", tuple(float(t) for t in self.times))
+            if self.kind != "video":
+                raise ValueError(f"Vision.times: only a video has group times, not a {self.kind}")
+            if not self.times or self.num_tokens % len(self.times):
+                raise ValueError(f"Vision.times: {len(self.times)} groups do not split {self.num_tokens} "
+                                 "tokens evenly")
+
+    @property
+    def groups(self) -> list[int]:
+        """Placeholder tokens per ``<|vision_start|>...<|vision_end|>`` block."""
+        if self.times is None:
+            return [self.num_tokens]
+        return [self.num_tokens // len(self.times)] * len(self.times)
 
     @classmethod
-    def of(cls, visual) -> "Vision":
-        """From a :class:`vital_jax.video.VisualInput` (anything with ``kind``/``num_tokens``)."""
-        return cls(visual.kind, int(visual.num_tokens))
+    def of(cls, visual, *, text_timestamps: bool = False) -> "Vision":
+        """From a :class:`vital_jax.video.VisualInput` (anything with ``kind``/``num_tokens``;
+        with ``text_timestamps`` a video also needs ``frame_times`` and ``grid_thw``)."""
+        times = None
+        if text_timestamps and visual.kind == "video":  # images carry no time (as Qwen3-VL)
+            times = group_times(visual.frame_times, int(np.asarray(visual.grid_thw).reshape(3)[0]))
+        return cls(visual.kind, int(visual.num_tokens), times)
 
 
 Part = str | Vision
@@ -134,8 +186,16 @@ class ChatRenderer:
         return self.tok.encode(text) if text else []
 
     def vision_ids(self, vision: Vision) -> list[int]:
-        """``<|vision_start|>`` + n pads + ``<|vision_end|>``."""
-        return [self._vs] + [self._pad[vision.kind]] * vision.num_tokens + [self._ve]
+        """``<|vision_start|>`` + n pads + ``<|vision_end|>``; with ``vision.times`` one such
+        block per temporal group, each after its ``<t seconds>`` text (tokenised on its own:
+        the added tokens around it cut the text there anyway, so the ids equal a full encode)."""
+        pad = self._pad[vision.kind]
+        if vision.times is None:
+            return [self._vs] + [pad] * vision.num_tokens + [self._ve]
+        out: list[int] = []
+        for t, n in zip(vision.times, vision.groups):
+            out += self.text_ids(timestamp_text(t)) + [self._vs] + [pad] * n + [self._ve]
+        return out
 
     def _open(self, role: str) -> list[int]:
         return [self._im_start] + self._role_ids[role]
@@ -232,7 +292,8 @@ class ChatRenderer:
             for p in parts:
                 if isinstance(p, Vision):
                     pad = VIDEO_PAD if p.kind == "video" else IMAGE_PAD
-                    out.append(VISION_START + pad * p.num_tokens + VISION_END)
+                    stamps = [""] if p.times is None else [timestamp_text(t) for t in p.times]
+                    out.extend(s + VISION_START + pad * n + VISION_END for s, n in zip(stamps, p.groups))
                 else:
                     out.append(p)
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from vital_jax.models.qwen2_5_vl import api as model_api
 from vital_jax.models.qwen2_5_vl.config import ModelConfig
-from vital_jax.models.qwen2_5_vl.rope import row_positions
+from vital_jax.models.qwen2_5_vl.rope import visual_positions
 from vital_jax.sampling import core
 
 
@@ -305,16 +305,7 @@ class Sampler:
 
     # ------------------------------------------------------------------ extend
     def _positions(self, seg: Segment) -> tuple[np.ndarray, int]:
-        ids = np.asarray(seg.ids, np.int64)
-        vc = self.cfg.vision
-        imgs = [np.asarray(v.grid_thw).reshape(3) for v in seg.visuals if v.kind == "image"]
-        vids = [v for v in seg.visuals if v.kind != "image"]
-        return row_positions(
-            ids, image_token_id=self.cfg.image_token_id, video_token_id=self.cfg.video_token_id,
-            spatial_merge_size=vc.spatial_merge_size, tokens_per_second=vc.tokens_per_second,
-            image_grids=imgs, video_grids=[np.asarray(v.grid_thw).reshape(3) for v in vids],
-            video_seconds_per_grid=[float(v.second_per_grid_t) for v in vids], start=0,
-        )
+        return visual_positions(self.cfg, seg.ids, seg.visuals)
 
     def extend(self, state: core.SamplerState, segments: Sequence[Segment | None], *,
                all_logits: bool = False, lengths: np.ndarray | None = None):

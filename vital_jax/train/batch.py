@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from vital_jax.models.qwen2_5_vl.config import ModelConfig
-from vital_jax.models.qwen2_5_vl.rope import rope_index
+from vital_jax.models.qwen2_5_vl.rope import visual_positions
 from vital_jax.models.qwen2_5_vl.vision_layout import vision_layout
 
 
@@ -45,17 +45,6 @@ def _bucket(n: int, buckets: Sequence[int], what: str, row: int) -> int:
         if n <= b:
             return b
     raise BatchError(f"row {row}: {n} {what} exceed the largest bucket {max(buckets)}")
-
-
-def row_positions(cfg: ModelConfig, ids: np.ndarray, visuals: Sequence[Any]) -> np.ndarray:
-    """M-RoPE positions ``[3, L]`` of one unpadded row by the original rule."""
-    img = [np.asarray(v.grid_thw).reshape(3) for v in visuals if v.kind == "image"]
-    vid = [v for v in visuals if v.kind != "image"]
-    pos, _ = rope_index(cfg, ids[None],
-                        np.stack(img) if img else None,
-                        np.stack([np.asarray(v.grid_thw).reshape(3) for v in vid]) if vid else None,
-                        np.asarray([v.second_per_grid_t for v in vid], np.float32) if vid else None)
-    return pos[:, 0]
 
 
 def build_batch(cfg: ModelConfig, rows: Sequence[Sequence_], *, micro_batches: int,
@@ -110,7 +99,7 @@ def build_batch(cfg: ModelConfig, rows: Sequence[Sequence_], *, micro_batches: i
         if int(placeholders.sum()) != expect:
             raise BatchError(f"row {i}: {int(placeholders.sum())} visual placeholder tokens, but its "
                              f"{len(r.visuals)} visual input(s) have {expect} merged tokens")
-        pos[:, i, :k] = row_positions(cfg, layout_ids, r.visuals) if r.visuals else np.arange(k)[None]
+        pos[:, i, :k] = visual_positions(cfg, layout_ids, r.visuals)[0] if r.visuals else np.arange(k)[None]
         if use_vision and r.visuals:
             vis_index[i, :k][placeholders] = np.arange(expect)
             grids = np.stack([np.asarray(x.grid_thw).reshape(3) for x in r.visuals])

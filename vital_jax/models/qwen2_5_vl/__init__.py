@@ -5,12 +5,12 @@ from vital_jax.models.qwen2_5_vl.config import ConfigError, ModelConfig, Runtime
 from vital_jax.models.qwen2_5_vl.modeling import (
     KVCache, VisionArrays, abstract_params, init_params, param_logical_axes, param_shardings,
 )
-from vital_jax.models.qwen2_5_vl.rope import PositionError, rope_index, row_positions
+from vital_jax.models.qwen2_5_vl.rope import PositionError, rope_index, row_positions, visual_positions
 from vital_jax.models.qwen2_5_vl.weights import CheckpointError, export_pretrained, load_pretrained
 
 __all__ = [
     "CheckpointError", "ConfigError", "InputError", "KVCache", "ModelConfig", "PositionError", "RuntimeOptions",
     "TextConfig", "VisionArrays", "VisionConfig", "abstract_params", "encode_visual", "export_pretrained",
     "forward", "init_params", "load_pretrained", "param_logical_axes", "param_shardings", "rope_index",
-    "row_positions", "vision_arrays", "visual_token_index",
+    "row_positions", "vision_arrays", "visual_positions", "visual_token_index",
 ]
