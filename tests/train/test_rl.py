@@ -183,3 +183,23 @@ def test_reward_ignores_the_end_of_turn_token():
     assert got["format"] == 1.0 and got["hack"] == 0.0 and got["iou_raw"] == pytest.approx(2 / 3)
     ep.texts[1] += " trailing text"
     assert rl_mod.score_episode(cfg, rec, ep)["format"] == 0.0
+
+
+def test_periodic_heldout_eval_gives_the_curve(suite, tmp_path, compile_cache):
+    """rl.eval_every: greedy held-out episodes at step 0, every eval_every steps and at the end,
+    scored as `vital eval` scores them; the points land in the curves and in metrics.jsonl."""
+    extra = ("rl.eval_every=2", "rl.eval_limit=3", "data.eval_file=rl.jsonl", "checkpoint.every=0")
+    logs = []
+    res = rl_mod.run_rl(_cfg(suite, tmp_path / "run", steps=3, extra=extra), log=logs.append)
+    curves = res["curves"]
+    for name in ("score/heldout", "reward/heldout", "accuracy/heldout", "iou/heldout"):
+        assert [p[0] for p in curves[name]] == [0, 2, 3], name
+        assert all(0.0 <= p[1] <= 4.0 for p in curves[name]), name
+    assert sum(line.startswith("rl held-out at step") and "(n=3, greedy)" in line for line in logs) == 3
+    rows = {r["step"]: r for r in read_jsonl(tmp_path / "run")}
+    for s in (0, 2, 3):
+        assert rows[s]["rl/heldout/n"] == 3 and np.isfinite(rows[s]["rl/heldout/score"]), s
+    assert "rl/heldout/score" not in rows[1]
+    with pytest.raises(rl_mod.ConfigError, match="data.eval_file"):
+        rl_mod.run_rl(_cfg(suite, tmp_path / "bad", steps=1, extra=("rl.eval_every=1", "data.eval_file=nope.jsonl")),
+                      log=lambda s: None)

@@ -174,6 +174,10 @@ class RLConfig:
     dynamic_sampling: bool = False        # DAPO: drop all-equal groups, refill
     max_refills: int = 2
     max_bad_steps: int = 5                # NaN/inf updates skipped before the run stops
+    # held-out curve: greedy episodes on data.eval_file at step 0, every eval_every steps and at the
+    # end (0 = off); eval_limit = its first N records (None = all)
+    eval_every: int = 0
+    eval_limit: int | None = 64
     difficulty: DifficultyConfig = DifficultyConfig()
     optim: OptimConfig = OptimConfig(learning_rate=1e-4, warmup_steps=0, schedule="constant")
 

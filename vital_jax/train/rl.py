@@ -144,6 +144,9 @@ def _key(rec) -> str:
 
 
 END_OF_TURN = "<|im_end|>"
+# held-out metric -> curve group (``<group>/heldout`` sits next to ``<group>/train`` in the plots)
+HELDOUT_CURVES = {"heldout/score": "score", "heldout/reward": "reward", "heldout/accuracy": "accuracy",
+                  "heldout/miou": "iou"}
 
 
 def score_episode(cfg: RunConfig, rec, ep) -> dict[str, float]:
@@ -158,6 +161,14 @@ def score_episode(cfg: RunConfig, rec, ep) -> dict[str, float]:
     if ep.end_reason == "video_error":
         r = {k: 0.0 for k in r}
     return r
+
+
+def _heldout_path(cfg: RunConfig) -> Path:
+    path = Path(cfg.data.root) / cfg.data.eval_file
+    if not path.is_file():
+        raise ConfigError(f"rl.eval_every={cfg.rl.eval_every} evaluates data.eval_file, but {path} does not "
+                          f"exist (set rl.eval_every=0 or point data.eval_file at held-out records)")
+    return path
 
 
 def episode_row(ep, advantage: float, group: int, *, mask_truncated: bool = True) -> Sequence_:
@@ -190,6 +201,10 @@ class RLTrainer:
         if rl.prompts_per_step % (rl.micro_batches * hosts):
             raise ConfigError(f"rl.prompts_per_step {rl.prompts_per_step} must divide into "
                               f"{rl.micro_batches} micro-batches x {hosts} process(es) (micro-batches hold whole groups)")
+        if rl.eval_every < 0:
+            raise ConfigError(f"rl.eval_every must be >= 0 (0 = no held-out curve), got {rl.eval_every}")
+        if rl.eval_every:
+            _heldout_path(cfg)   # a missing file fails now, not after the model is built
         self.cfg, self.log = cfg, log
         self.run = Run.create(cfg)
         self.mcfg, self.mesh = self.run.model_cfg, self.run.mesh
@@ -214,6 +229,9 @@ class RLTrainer:
         self.ckpts = TrainCheckpoints(self.run.out / "checkpoints", keep=cfg.checkpoint.keep,
                                       async_save=cfg.checkpoint.async_save)
         self.curves: dict[str, list] = {"reward/train": [], "accuracy/train": [], "loss/rl": [], "iou/train": []}
+        if rl.eval_every:
+            self.curves.update({f"{k}/heldout": [] for k in HELDOUT_CURVES.values()})
+        self._heldout_set = None
         self._logp = jax.jit(functools.partial(_logp_all, self.mcfg))
         self._embed = jax.jit(functools.partial(_embed_all, self.mcfg))
         self.train = TrainSteps(functools.partial(rl_loss, self.mcfg, rl), self.optimizer, self.state_sh)
@@ -278,6 +296,61 @@ class RLTrainer:
         if "difficulty" in host:
             self.tracker.load_state_dict(host["difficulty"])
         self.strengths = dict(host.get("strengths", {}))
+
+    # ---------------------------------------------------------------- held-out curve
+    def heldout_set(self):
+        """``(records, samples)`` of the first ``rl.eval_limit`` entries of ``data.eval_file``: the
+        records drive the episodes and rewards, the eval module's samples the task metrics."""
+        if self._heldout_set is None:
+            from vital_jax.data.records import load_records
+            from vital_jax.eval.benchmarks import load_benchmark
+
+            root = Path(self.cfg.data.root)
+            path = _heldout_path(self.cfg)
+            recs = load_records(path, root, kind="rl")
+            samples = load_benchmark("synthetic", path)     # any MTVR file: accuracy / mIoU / score
+            n = self.cfg.rl.eval_limit
+            recs, samples = recs[:n], samples[:n]
+            if not recs or len(recs) != len(samples):
+                raise ConfigError(f"{path}: {len(recs)} records but {len(samples)} samples to evaluate")
+            self._heldout_set = (recs, samples)
+        return self._heldout_set
+
+    def heldout(self) -> dict[str, float]:
+        """Greedy episodes of the current policy on the held-out records (tools as in training),
+        scored as ``vital eval`` scores them (:func:`vital_jax.eval.scoring.score` on the same
+        prediction rows) plus the mean training reward. Every process runs the whole (small) set:
+        greedy decoding gives the same numbers on each, so no gathering is needed."""
+        from vital_jax.agent.loop import AgentConfig, run_episodes
+        from vital_jax.eval.runner import prediction_row
+        from vital_jax.eval.scoring import score
+        from vital_jax.sampling import SamplingOptions
+
+        rl = self.cfg.rl
+        t0 = time.perf_counter()
+        recs, samples = self.heldout_set()
+        reqs = make_requests(self.cfg, [{"record": r} for r in recs], 0, {})   # no strengths: no augmentation
+        agent = AgentConfig(sampling=SamplingOptions(temperature=0.0, max_new_tokens=rl.max_new_tokens),
+                            max_turns=rl.max_turns, video_kwargs=video_kwargs(self.cfg.data.vision),
+                            clip_kwargs=clip_kwargs(self.cfg.data.vision))
+        self.sampler.params = self.policy_view(self.state.params)
+        eps = []
+        B = rl.rollout_batch
+        for c in range(0, len(reqs), B):
+            eps += run_episodes(self.sampler, self.renderer, reqs[c:c + B], agent, seed=self.cfg.seed + c)
+        rows = {s.id: prediction_row(s, ep, self.run.tok, {}) for s, ep in zip(samples, eps)}
+        m = score("synthetic", samples, rows)["metrics"]
+        reward = float(np.mean([score_episode(self.cfg, r, ep)["total"] for r, ep in zip(recs, eps)]))
+        return {"heldout/score": float(m["score"]), "heldout/accuracy": float(m["accuracy"]),
+                "heldout/miou": float(m["miou"]), "heldout/reward": reward, "heldout/n": float(len(samples)),
+                "time_heldout_s": time.perf_counter() - t0}
+
+    def record_heldout(self, step: int, m: dict[str, float]) -> None:
+        for key, curve in HELDOUT_CURVES.items():
+            self.curves[f"{curve}/heldout"].append([step, m[key]])
+        self.log(f"rl held-out at step {step} (n={int(m['heldout/n'])}, greedy): score {m['heldout/score']:.3f} | "
+                 f"acc {m['heldout/accuracy']:.3f} | miou {m['heldout/miou']:.3f} | reward {m['heldout/reward']:.3f} "
+                 f"| {m['time_heldout_s']:.1f} s")
 
     # ---------------------------------------------------------------- rollout
     def rollout(self, prompts, step: int, attempt: int):
@@ -483,10 +556,17 @@ def run_rl(cfg: RunConfig, *, resume: bool = True, log=print) -> dict:
             tr.sampler.params = tr.policy_view(tr.state.params)
             loop.resumed(start, host)
     step = start
+    if rl.eval_every and start == 0:   # the starting point of the held-out curve (a resume has it)
+        m0 = tr.heldout()
+        tr.record_heldout(0, m0)
+        tr.run.writer.write(0, m0, prefix="rl/")
     with loop:
         while step < rl.steps:
             m = tr.step(it, step)
             step += 1
+            if rl.eval_every and (step % rl.eval_every == 0 or step == rl.steps):
+                m.update(tr.heldout())
+                tr.record_heldout(step, m)
             tr.curves["reward/train"].append([step, m["reward_mean"]])
             tr.curves["loss/rl"].append([step, m["loss"]])
             if "reward_accuracy" in m:
