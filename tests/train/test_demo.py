@@ -4,6 +4,8 @@ the report has the promised structure with finite numbers."""
 import json
 import math
 
+import pytest
+
 from vital_jax.cli import main
 
 
@@ -11,23 +13,43 @@ def test_quick_demo_writes_the_report(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
-    for stage in ("sft", "rl"):
-        for mode in ("tools", "no_tools"):
-            got = report["eval"][stage][mode]
-            assert set(got) >= {"accuracy", "miou", "score"}, got
-            assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in got.values()), got
+    ev = report["eval"]
+    n = 4                                               # QUICK's eval_limit
+    for cell in [ev[s][m] for s in ("sft", "rl") for m in ("tools", "no_tools")] + [ev["blind"]]:
+        assert set(cell) >= {"accuracy", "miou", "score", "n", "ci"}, cell
+        assert cell["n"] == n
+        for k in ("accuracy", "miou", "score"):
+            lo, hi = cell["ci"][k]
+            assert math.isfinite(cell[k]) and 0.0 <= lo <= cell[k] <= hi <= 1.0, (k, cell)
+    assert set(ev["paired"]) == {"rl_minus_sft_tools", "tools_minus_no_tools_rl", "tools_minus_no_tools_sft",
+                                 "rl_tools_minus_blind"}
+    for name, d in ev["paired"].items():
+        assert d["n"] == n and d["ci"][0] <= d["mean"] <= d["ci"][1], name
+        assert set(d["accuracy"]) == {"mean", "ci", "n"}
+    for name, (a, b) in {"rl_minus_sft_tools": (ev["rl"]["tools"], ev["sft"]["tools"]),
+                         "rl_tools_minus_blind": (ev["rl"]["tools"], ev["blind"])}.items():
+        assert ev["paired"][name]["mean"] == pytest.approx(a["score"] - b["score"]), name
+    assert ev["bootstrap"]["resamples"] >= 2000
+    assert report["settings"]["demo"]["eval_limit"] == n and report["settings"]["rl"]["rl"]["eval_every"] > 0
     curves = report["curves"]
     assert curves["reward/train"] and curves["loss/rl"] and curves["loss/sft"]
     assert all(math.isfinite(v) for _, v in curves["loss/sft"])
-    for png in ("reward.png", "loss.png"):
+    # the held-out curve: before RL (step 0) and at the last step
+    assert [s for s, _ in curves["score/heldout"]] == [0, 2] and [s for s, _ in curves["reward/heldout"]] == [0, 2]
+    for png in ("reward.png", "loss.png", "score.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| accuracy |" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "| accuracy |" in md and "| n | 4 | 4 | 4 | 4 | 4 |" in md and "rl · tools, blind" in md
+    assert "| RL − SFT (tools) | 4 |" in md and "| RL tools − blind | 4 |" in md and "](score.png)" in md
     # each stage left a model that `vital eval` / `vital infer` can read, and its predictions
     for stage in ("sft", "rl"):
         assert (out / stage / "final" / "config.json").is_file()
         assert (out / stage / "final" / "tokenizer.json").is_file()
-        lines = (out / "eval" / f"{stage}_tools" / "predictions.jsonl").read_text().splitlines()
-        assert len(lines) == 4
+    for folder in ("sft_tools", "sft_no_tools", "rl_tools", "rl_no_tools", "rl_tools_blind"):
+        lines = [json.loads(x) for x in (out / "eval" / folder / "predictions.jsonl").read_text().splitlines()]
+        assert [r["id"] for r in lines] == ["0", "1", "2", "3"], folder      # index in data/eval.jsonl
+        assert all({"video", "answer", "gold"} <= set(r) for r in lines), folder
+    assert json.loads((out / "eval" / "rl_tools_blind" / "run.json").read_text())["blind"] is True
     assert "report:" in capsys.readouterr().out
 
 

@@ -379,3 +379,29 @@ def test_write_report_tolerates_missing_sections(tmp_path):
     assert _strict_json(Path(paths["json"]).read_text())["curves"] == {
         "reward": [[0, "inf"]]
     }
+
+
+def test_write_report_intervals_blind_and_paired(tmp_path):
+    """Cells with n and intervals, the blind control as a last column, and the paired differences
+    (top level = score) as a table that marks intervals excluding 0."""
+    cell = {"accuracy": 0.5, "miou": 0.25, "score": 0.375, "n": 200,
+            "ci": {"accuracy": [0.43, 0.57], "miou": [0.2, 0.3], "score": [0.33, 0.42]}}
+    blind = {**cell, "score": 0.1, "ci": {**cell["ci"], "score": [0.07, 0.13]}}
+    report = {"eval": {
+        "sft": {"tools": cell, "no_tools": cell}, "rl": {"tools": cell}, "blind": blind,
+        "paired": {"rl_minus_sft_tools": {"mean": 0.02, "ci": [-0.01, 0.05], "n": 200,
+                                          "accuracy": {"mean": 0.03, "ci": [0.01, 0.06], "n": 120}},
+                   "rl_tools_minus_blind": {"mean": 0.275, "ci": [0.22, 0.33], "n": 200}},
+        "bootstrap": {"confidence": 0.95, "method": "percentile", "resamples": 2000, "seed": 0}}}
+    paths = write_report(tmp_path, report)
+    md = Path(paths["markdown"]).read_text()
+    assert "| metric | sft · tools | sft · no_tools | rl · tools | rl · tools, blind |" in md
+    assert "| score | 0.375 [0.330, 0.420] | 0.375 [0.330, 0.420] | 0.375 [0.330, 0.420] | 0.100 [0.070, 0.130] |" in md
+    assert "| n | 200 | 200 | 200 | 200 |" in md
+    assert "95 % percentile interval over samples (2000 resamples, seed 0)" in md
+    assert "| RL − SFT (tools) | 200 | +0.020 [-0.010, +0.050] | +0.030 [+0.010, +0.060] * | n/a |" in md
+    assert "| RL tools − blind | 200 | +0.275 [+0.220, +0.330] * | n/a | n/a |" in md
+    assert "RL − SFT (tools), score:" not in md          # the point differences give way to the paired table
+    loaded = _strict_json(Path(paths["json"]).read_text())
+    assert loaded["eval"]["paired"]["rl_minus_sft_tools"]["ci"] == [-0.01, 0.05]
+    assert loaded["eval"]["blind"]["n"] == 200

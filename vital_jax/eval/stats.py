@@ -13,7 +13,9 @@ the data, so a table of point estimates cannot tell "RL > SFT" from noise. These
 The resampling is scipy's (``scipy.stats.bootstrap``, ``paired=True`` for differences), seeded,
 2000 resamples by default. The percentile method, not BCa: BCa's jackknife is undefined on the
 all-equal vectors a weak model produces (every answer wrong), where the percentile interval is
-the honest ``[m, m]``. Fewer than 2 samples give ``[nan, nan]``.
+the honest ``[m, m]``. Fewer than 2 samples give ``[nan, nan]``. Read ``n`` next to an
+interval: the bootstrap only sees the values drawn, so with few samples, or all equal (0 of 10
+right gives ``[0, 0]``), it is narrower than the truth.
 """
 
 from __future__ import annotations

@@ -1,8 +1,14 @@
 """``vital demo``: the whole method end to end on the synthetic suite, on a laptop.
 
     synthetic videos ─► tokenizer + tiny Qwen2.5-VL ─► SFT on tool trajectories
-      ─► RL (DGRPO, tool loop, frozen vision) ─► eval on held-out videos, tools / no tools,
-         for the SFT and the RL model ─► report.{json,md} + PNG curves
+      ─► RL (DGRPO, tool loop, frozen vision; held-out score every rl_eval_every steps)
+      ─► eval on held-out videos, tools / no tools, for the SFT and the RL model, and the blind
+         control (RL, tools, every frame blanked) ─► report.{json,md} + PNG curves
+
+The report does not stop at point estimates: each ``eval.{sft,rl}.{tools,no_tools}`` cell (and
+``eval.blind``) has ``n`` and a 95 % bootstrap interval per metric (``ci``), and
+``eval.paired`` holds RL − SFT, tools − no tools and RL − blind on the same samples with paired
+intervals (:mod:`vital_jax.eval.stats`). ``eval_limit=null`` evaluates every held-out sample.
 
 Everything runs through the public pieces (``run_sft``, ``run_rl``, ``evaluate``,
 ``write_report``), with the same code paths as a pod run. The default sizes target about
@@ -54,6 +60,10 @@ class DemoConfig:
     model_intermediate: int | None = None
     vision_hidden: int | None = None
     vision_depth: int | None = None
+    # Held-out score over RL steps (rl.eval_every / rl.eval_limit): greedy episodes at step 0,
+    # every rl_eval_every steps and at the end. 0 turns it off.
+    rl_eval_every: int = 5
+    rl_eval_limit: int | None = 64
 
 
 QUICK = DemoConfig(videos=10, min_seconds=20.0, max_seconds=24.0, eval_fraction=0.3, sft_steps=4, sft_batch=4,
@@ -124,6 +134,10 @@ def init_model(demo: DemoConfig, out: Path, *, log=print) -> Path | None:
     return init
 
 
+def _yaml(x) -> str:
+    return "null" if x is None else str(x)
+
+
 def stage_configs(demo: DemoConfig, out: Path, init: Path | None = None) -> tuple[RunConfig, RunConfig]:
     """The SFT and RL run configs of the demo (written next to the runs, usable with vital train).
     ``init``: the model SFT starts from (None: a fresh ``tiny`` preset)."""
@@ -143,14 +157,20 @@ def stage_configs(demo: DemoConfig, out: Path, init: Path | None = None) -> tupl
         f"rl.steps={demo.rl_steps}", f"rl.prompts_per_step={demo.rl_prompts}", f"rl.group_size={demo.rl_group}",
         f"rl.rollout_batch={demo.rl_prompts * demo.rl_group}", f"rl.max_new_tokens={demo.max_new_tokens}",
         "data.token_buckets=[768, 1024]", "rl.loss=dgrpo", "rl.advantage=dgrpo", "rl.beta=0.0", "rl.max_turns=2", "rl.cache_length=1024",
-        f"rl.optim.learning_rate={demo.rl_lr}", f"rl.temperature={demo.rl_temperature}"]))
+        f"rl.optim.learning_rate={demo.rl_lr}", f"rl.temperature={demo.rl_temperature}",
+        f"rl.eval_every={demo.rl_eval_every}", f"rl.eval_limit={_yaml(demo.rl_eval_limit)}"]))
     return sft, rl
 
 
-def _evaluate(run_dir: Path, demo: DemoConfig, data: Path, out: Path, use_tools: bool, log) -> dict:
+def _evaluate(run_dir: Path, demo: DemoConfig, data: Path, out: Path, use_tools: bool, log,
+              blind: bool = False) -> tuple[dict, dict[str, dict[str, float]]]:
+    """``evaluate``'s metrics of one cell, and its per-sample values (``sample_values``, read back
+    from the predictions it wrote) for the intervals."""
     from vital_jax.agent.loop import AgentConfig
     from vital_jax.eval.benchmarks import load_benchmark
+    from vital_jax.eval.predictions import read_predictions
     from vital_jax.eval.runner import evaluate
+    from vital_jax.eval.scoring import sample_values, score
     from vital_jax.models.qwen2_5_vl import load_pretrained
     from vital_jax.prompt import load_tokenizer
     from vital_jax.sampling import SamplingOptions
@@ -163,14 +183,52 @@ def _evaluate(run_dir: Path, demo: DemoConfig, data: Path, out: Path, use_tools:
     v = VisionInputConfig()
     agent = AgentConfig(sampling=SamplingOptions(temperature=0.0, max_new_tokens=demo.max_new_tokens), max_turns=2,
                         video_kwargs=video_kwargs(v), clip_kwargs=clip_kwargs(v))
-    return evaluate(cfg, params, tok, "synthetic", samples, out_dir=out, use_tools=use_tools,
-                    batch_size=demo.eval_batch, video_root=data, agent_config=agent, video_kwargs=video_kwargs(v),
-                    clip_kwargs=clip_kwargs(v), limit=demo.eval_limit, seed=demo.seed, log=log)
+    result = evaluate(cfg, params, tok, "synthetic", samples, out_dir=out, use_tools=use_tools,
+                      batch_size=demo.eval_batch, video_root=data, agent_config=agent, video_kwargs=video_kwargs(v),
+                      clip_kwargs=clip_kwargs(v), limit=demo.eval_limit, seed=demo.seed, blind=blind, log=log)
+    used = samples[:demo.eval_limit] if demo.eval_limit is not None else samples
+    rows = score("synthetic", used, read_predictions(result["predictions"])[0], return_rows=True)["rows"]
+    return result, sample_values(used, rows)
 
 
-def _summary(metrics: dict) -> dict[str, float]:
-    m = metrics.get("metrics", {})
-    return {k: float(m.get(k, math.nan)) if m.get(k) is not None else math.nan for k in ("accuracy", "miou", "score")}
+def _cell(result: dict, values: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """A report cell: the eval's headline metrics (as ``metrics.json`` and ``vital score`` give
+    them), ``n`` samples, and ``ci``: the bootstrap interval of each over samples."""
+    from vital_jax.eval.stats import interval
+
+    m = result.get("metrics", {})
+    cell: dict[str, Any] = {k: float(m[k]) if m.get(k) is not None else math.nan for k in _METRICS}
+    cell["n"] = int(result.get("samples", 0))
+    cell["ci"], cell["n_metric"] = {}, {}
+    for k in _METRICS:
+        iv = interval(values[k])
+        cell["ci"][k], cell["n_metric"][k] = iv["ci"], iv["n"]
+        # the interval is of the mean of these values: it must be the number in the table
+        if iv["n"] and math.isfinite(cell[k]) and abs(iv["mean"] - cell[k]) > 1e-6:
+            raise ValueError(f"{result.get('predictions')}: per-sample {k} averages {iv['mean']:.6f}, "
+                             f"the eval's {k} is {cell[k]:.6f}")
+    return cell
+
+
+def _paired(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """``a − b`` on the same samples: score at the top level, accuracy and mIoU nested."""
+    from vital_jax.eval.stats import paired
+
+    return {**paired(a["score"], b["score"]), "accuracy": paired(a["accuracy"], b["accuracy"]),
+            "miou": paired(a["miou"], b["miou"])}
+
+
+_METRICS = ("accuracy", "miou", "score")
+# report name -> (cell a, cell b): the paper's claims, and the blind control
+PAIRS = {"rl_minus_sft_tools": (("rl", "tools"), ("sft", "tools")),
+         "tools_minus_no_tools_rl": (("rl", "tools"), ("rl", "no_tools")),
+         "tools_minus_no_tools_sft": (("sft", "tools"), ("sft", "no_tools")),
+         "rl_tools_minus_blind": (("rl", "tools"), ("rl", "blind"))}
+
+
+def _line(cell: dict) -> str:
+    return "  ".join(f"{k} {cell[k]:.3f} [{cell['ci'][k][0]:.3f}, {cell['ci'][k][1]:.3f}]" for k in _METRICS) + \
+        f"  n {cell['n']}"
 
 
 def run_demo(out: str | Path, demo: DemoConfig = DemoConfig(), *, log=print) -> dict[str, Any]:
@@ -205,17 +263,31 @@ def run_demo(out: str | Path, demo: DemoConfig = DemoConfig(), *, log=print) -> 
     rl = run_rl(rl_cfg, log=log)
     timings["rl_s"] = time.perf_counter() - t
 
-    evals: dict[str, dict] = {}
+    from vital_jax.eval import stats
+
+    evals: dict[str, Any] = {}
     raw: dict[str, dict] = {}
+    values: dict[tuple[str, str], dict] = {}
     t = time.perf_counter()
-    log("[4/5] evaluation on held-out videos (greedy)")
-    for stage, res in (("sft", sft), ("rl", rl)):
-        evals[stage] = {}
-        for mode in ("tools", "no_tools"):
-            m = _evaluate(Path(res["final"]), demo, data, out / "eval" / f"{stage}_{mode}", mode == "tools", log)
-            raw[f"{stage}.{mode}"] = {k: m.get(k) for k in ("tools", "status", "per_task", "samples")}
-            evals[stage][mode] = _summary(m)
-            log(f"  {stage:3s} {mode:8s} " + "  ".join(f"{k} {v:.3f}" for k, v in evals[stage][mode].items()))
+    log("[4/5] evaluation on held-out videos (greedy), and the blind control")
+    runs = [(stage, mode, res) for stage, res in (("sft", sft), ("rl", rl)) for mode in ("tools", "no_tools")]
+    for stage, mode, res in runs + [("rl", "blind", rl)]:
+        # blind: the RL model with tools, every frame it sees blanked (does it read the video?)
+        folder = f"{stage}_tools_blind" if mode == "blind" else f"{stage}_{mode}"
+        m, values[stage, mode] = _evaluate(Path(res["final"]), demo, data, out / "eval" / folder,
+                                           mode != "no_tools", log, blind=mode == "blind")
+        raw[f"{stage}.{mode}"] = {k: m.get(k) for k in ("tools", "status", "per_task", "samples")}
+        cell = _cell(m, values[stage, mode])
+        if mode == "blind":
+            evals["blind"] = cell
+        else:
+            evals.setdefault(stage, {})[mode] = cell
+        log(f"  {stage:3s} {mode:8s} " + _line(cell))
+    evals["paired"] = {name: _paired(values[a], values[b]) for name, (a, b) in PAIRS.items()}
+    evals["bootstrap"] = {"confidence": stats.CONFIDENCE, "method": "percentile", "resamples": stats.N_RESAMPLES,
+                          "seed": stats.SEED, "unit": "sample", "library": "scipy.stats.bootstrap"}
+    for name, d in evals["paired"].items():
+        log(f"  {name}: score {d['mean']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] (n {d['n']}, paired)")
     timings["eval_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
 

@@ -9,13 +9,19 @@
   ``series`` in ``group.png``; a name without ``/`` is its own group with one line. So
   ``{"reward/train": ..., "accuracy/train": ..., "loss/sft": ..., "loss/rl": ...}`` gives
   ``reward.png``, ``accuracy.png`` and ``loss.png`` (SFT and RL loss in one plot). x = step.
-- ``report.md``: the evaluation table (metrics × ``stage · mode`` side by side, with RL − SFT and
-  tools − no tools differences), the curves (summary table and the plots), timings, settings and
+- ``report.md``: the evaluation table (metrics × ``stage · mode`` side by side, with intervals
+  and ``n`` when given; RL − SFT and tools − no tools differences, paired with intervals when
+  ``eval.paired`` holds them), the curves (summary table and the plots), timings, settings and
   any other top-level entries.
 
 Recognised keys of ``report`` (all optional): ``title`` (str), ``notes`` (str or list of str),
 ``eval`` (``{stage: {mode: {metric: float}}}``, stages ``sft``/``rl``, modes
-``tools``/``no_tools``; missing ones are left out), ``timings`` (``{name: seconds}``, may nest),
+``tools``/``no_tools``; missing ones are left out. A cell may carry ``n`` (a row of the table)
+and ``ci: {metric: [lo, hi]}`` (shown as ``value [lo, hi]``). Besides the stages: ``blind``, a
+cell drawn as the last column ``rl · tools, blind``; ``paired: {name: {"mean", "ci", "n",
+"accuracy": {"mean", "ci", "n"}, ...}}`` (top level = score; names in ``PAIRED_LABELS``), drawn
+as a table of differences in place of the point differences; ``bootstrap`` (``confidence``,
+``method``, ``resamples``, ``seed``), named above the table), ``timings`` (``{name: seconds}``, may nest),
 ``settings`` or ``config`` (nested mapping), ``curves`` (merged with the ``curves`` argument,
 which wins on equal names). Missing or non-finite numbers are rendered ``n/a``.
 
@@ -39,6 +45,13 @@ __all__ = ["group_curves", "to_json_compatible", "write_report"]
 STAGE_ORDER = ("sft", "rl")
 MODE_ORDER = ("tools", "no_tools")
 METRIC_ORDER = ("accuracy", "miou", "score")
+# entries of ``eval`` that are not a stage, and of a cell that are not a metric row
+EVAL_EXTRAS = ("blind", "paired", "bootstrap")
+_CELL_EXTRAS = ("n", "ci", "n_metric")
+PAIRED_LABELS = {"rl_minus_sft_tools": "RL − SFT (tools)", "rl_minus_sft_no_tools": "RL − SFT (no tools)",
+                 "tools_minus_no_tools_rl": "tools − no tools (RL)",
+                 "tools_minus_no_tools_sft": "tools − no tools (SFT)",
+                 "rl_tools_minus_blind": "RL tools − blind"}
 _KNOWN = ("title", "notes", "eval", "timings", "settings", "config", "curves")
 _NONFINITE_STR = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
@@ -223,30 +236,90 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
+def _eval_cells(ev: Mapping) -> list[tuple[str, str, Mapping]]:
+    """``(stage, mode, cell)`` in table order; the blind control is a last column."""
+    cols: list[tuple[str, str, Mapping]] = []
+    for stage in _ordered([k for k in ev if k not in EVAL_EXTRAS], STAGE_ORDER):
+        modes = ev[stage]
+        if not isinstance(modes, Mapping):
+            continue
+        for mode in _ordered(list(modes), MODE_ORDER):
+            if isinstance(modes[mode], Mapping):
+                cols.append((str(stage), str(mode), modes[mode]))
+    if isinstance(ev.get("blind"), Mapping):
+        cols.append(("rl", "tools, blind", ev["blind"]))
+    return cols
+
+
+def _with_ci(value: Any, ci: Any) -> str:
+    """``0.123 [0.100, 0.150]``: the value and its interval (the value alone without one)."""
+    text = _fmt(value, 3)
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and text != "n/a":
+        lo, hi = (_as_float(c) for c in ci)
+        if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
+            text += f" [{lo:.3f}, {hi:.3f}]"
+    return text
+
+
+def _paired_rows(paired: Mapping) -> list[list[str]]:
+    rows = []
+    for key in _ordered(list(paired), list(PAIRED_LABELS)):
+        d = paired[key]
+        if not isinstance(d, Mapping):
+            continue
+        cells = [PAIRED_LABELS.get(key, key), _fmt(d.get("n"))]
+        for metric in ("score", "accuracy", "miou"):
+            part = d if metric == "score" else d.get(metric)
+            if not isinstance(part, Mapping):
+                cells.append("n/a")
+                continue
+            mean, ci = _as_float(part.get("mean")), part.get("ci")
+            text = _signed(mean) if mean is not None else "n/a"
+            lo, hi = (_as_float(c) for c in ci) if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
+            if text != "n/a" and lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
+                text += f" [{lo:+.3f}, {hi:+.3f}]"
+                # the honest reading: an interval with 0 inside is no evidence of a difference
+                text += " *" if (lo > 0 or hi < 0) else ""
+            cells.append(text)
+        rows.append(cells)
+    return rows
+
+
 def _eval_section(ev: Any) -> list[str]:
     lines = ["## Evaluation", ""]
-    cols: list[tuple[str, str, Mapping]] = []
-    if isinstance(ev, Mapping):
-        for stage in _ordered(list(ev), STAGE_ORDER):
-            modes = ev[stage]
-            if not isinstance(modes, Mapping):
-                continue
-            for mode in _ordered(list(modes), MODE_ORDER):
-                if isinstance(modes[mode], Mapping):
-                    cols.append((str(stage), str(mode), modes[mode]))
+    cols = _eval_cells(ev) if isinstance(ev, Mapping) else []
     if not cols:
         return lines + ["No evaluation results.", ""]
     metric_names: list[str] = []
     for *_, metrics in cols:
-        metric_names += [str(m) for m in metrics if str(m) not in metric_names]
+        metric_names += [str(m) for m in metrics if str(m) not in metric_names and str(m) not in _CELL_EXTRAS]
     metric_names = _ordered(metric_names, METRIC_ORDER)
+    boot = ev.get("bootstrap") if isinstance(ev.get("bootstrap"), Mapping) else {}
+    conf = f"{100 * (_as_float(boot.get('confidence')) or 0.95):.0f} %"
+    if any(isinstance(c.get("ci"), Mapping) for *_, c in cols):
+        how = f"{conf} {boot.get('method', 'bootstrap')} interval over samples" + (
+            f" ({_fmt(boot['resamples'])} resamples, seed {_fmt(boot.get('seed'))})" if "resamples" in boot else "")
+        lines += [f"Greedy decoding on held-out videos; value [{how}]; `n`: held-out samples.", ""]
     header = ["metric"] + [f"{stage} · {mode}" for stage, mode, _ in cols]
-    rows = [
-        [m] + [_fmt(metrics.get(m), 3) for *_, metrics in cols] for m in metric_names
-    ]
+    rows = [[m] + [_with_ci(metrics.get(m), (metrics.get("ci") or {}).get(m)
+                            if isinstance(metrics.get("ci"), Mapping) else None) for *_, metrics in cols]
+            for m in metric_names]
+    if any("n" in metrics for *_, metrics in cols):
+        rows.append(["n"] + [_fmt(metrics.get("n")) for *_, metrics in cols])
     lines += _table(header, rows) + [""]
+    if isinstance(ev.get("blind"), Mapping):
+        lines += ["`rl · tools, blind`: the blind control, the RL model with tools but every frame it sees "
+                  "(question video and tool clips) a constant grey: what it scores without reading the video.", ""]
 
-    # The paper's two claims, as differences: RL over SFT, and tools over no tools.
+    paired = ev.get("paired")
+    if isinstance(paired, Mapping) and paired:
+        lines += ["### Paired differences", "",
+                  f"Same samples in both runs, resampled in pairs; Δ [{conf} interval]. `*`: the interval "
+                  "excludes 0; without it the data show no difference at this n.", ""]
+        lines += _table(["comparison", "n", "score Δ", "accuracy Δ", "miou Δ"], _paired_rows(paired)) + [""]
+        return lines
+
+    # No per-sample data: the paper's two claims as point differences only.
     key = "score" if "score" in metric_names else metric_names[0]
     value = {(s, m): _as_float(metrics.get(key)) for s, m, metrics in cols}
     diffs = []
