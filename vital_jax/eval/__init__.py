@@ -3,7 +3,9 @@
 - :mod:`.benchmarks`: ``BENCHMARKS`` registry, ``load_benchmark(name, path) -> list[Sample]``
 - :mod:`.metrics`: pure NumPy metrics (IoU, R@k, accuracy, MRA) and answer readers
 - :mod:`.predictions`: the predictions JSONL format (``vital eval`` writes, ``vital score`` reads)
-- :mod:`.scoring`: ``score(benchmark, samples, predictions) -> metrics dict``, ``summary_table``
+- :mod:`.scoring`: ``score(benchmark, samples, predictions) -> metrics dict``, ``summary_table``,
+  ``sample_values`` (per-sample values behind the headline metrics)
+- :mod:`.stats`: bootstrap intervals over samples (``interval``) and paired differences (``paired``)
 - :mod:`.report`: ``compare(runs) -> Markdown`` side-by-side table
 
 Names below load on first use, so ``import vital_jax.eval.benchmarks`` (the CLI's ``--help``)
@@ -17,7 +19,8 @@ _EXPORTS = {
     "Sample": "benchmarks", "load_benchmark": "benchmarks",
     "answer_text": "predictions", "append_prediction": "predictions", "read_predictions": "predictions",
     "compare": "report", "compare_files": "report",
-    "score": "scoring", "score_sample": "scoring", "summary_table": "scoring",
+    "sample_values": "scoring", "score": "scoring", "score_sample": "scoring", "summary_table": "scoring",
+    "bootstrap_ci": "stats", "interval": "stats", "paired": "stats",
 }
 __all__ = sorted(_EXPORTS)
 
