@@ -4,6 +4,7 @@ import concurrent.futures as cf
 import shutil
 
 import numpy as np
+import pytest
 
 from tests.agent.conftest import CLIP_KW, VIDEO_KW, make_sampler
 from vital_jax.agent import AgentConfig, EpisodeRequest, run_episodes
@@ -127,3 +128,46 @@ def test_async_executor_gives_the_same_episodes(sampler, renderer, videos):
     for a, b in zip(want, got):
         assert a.ids == b.ids and a.end_reason == b.end_reason
         np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
+
+
+@pytest.mark.parametrize("text_timestamps", [False, True])
+def test_sft_row_of_a_trajectory_equals_the_episode(model, renderer, videos, text_timestamps):
+    """What SFT builds from a Tool-CoT trajectory (ids, loss mask, M-RoPE positions) is what the
+    agent loop produced for the same turns: the recorded log-probs equal a forward of the
+    trainer's batch row (with or without textual timestamps)."""
+    from vital_jax.data.records import parse_record
+    from vital_jax.prompt import Vision
+    from vital_jax.train.batch import build_batch
+    from vital_jax.train.config import VisionInputConfig
+    from vital_jax.train.sft import SFTFeatures, agent_vision
+
+    vision = VisionInputConfig(max_frames=8, min_pixels=56 * 56, max_pixels=56 * 56, clip_max_frames=8,
+                               clip_max_pixels=56 * 56, text_timestamps=text_timestamps)
+    turns = [call(1, 4), ANSWER]
+    sampler = make_sampler(model, batch=1)
+    ep, = run_episodes(sampler, renderer, [EpisodeRequest(Q, videos["a"])],
+                       cfg(**agent_vision(vision)), script=lambda row, turn: turns[turn] if turn < 2 else None)
+    assert ep.end_reason == "answer" and ep.texts == turns
+    text = renderer.tok.decode(ep.ids)
+    assert ("seconds><|vision_start|>" in text) == text_timestamps
+    if text_timestamps:  # one block per temporal group: 4 of the video's 8 frames, 4 of the clip's 7
+        assert text.count("<|vision_start|>") == 8 and "<1.2 seconds><|vision_start|>" in text
+        assert ep.ids[slice(*ep.turns[2][1:])] == renderer.tool_result_ids(
+            1, 4, Vision.of(ep.visuals[1], text_timestamps=True))
+    root = videos["a"].rsplit("/", 1)[0]
+    rec = parse_record({"video": "a.mp4", "duration": ep.duration, "text": Q, "data_source": "charades",
+                        "solution": turns, "tool_params": "(1, 4)", "answer": "3"}, root=root)
+    seq = SFTFeatures(renderer, vision)({"record": rec})["seq"]
+    # the SFT target also closes the answer with <|im_end|> (the model learns to stop)
+    assert list(seq.ids) == ep.ids + [renderer.tok.special.im_end] and list(seq.loss_mask) == ep.loss_mask + [1]
+    c, params = model
+    b = build_batch(c, [seq], micro_batches=1, token_buckets=[len(seq.ids)], vision_buckets=[1024], with_vision=False)
+    vids = seq.visuals
+    lg = np.asarray(forward(c, params, {
+        "input_ids": np.asarray(seq.ids)[None], "position_ids": b["position_ids"][0],
+        "pixel_values_videos": np.concatenate([v.pixel_values for v in vids]),
+        "video_grid_thw": np.stack([v.grid_thw for v in vids])}))[0]
+    lp = lg - lg.max(-1, keepdims=True)
+    lp = lp - np.log(np.exp(lp).sum(-1, keepdims=True))
+    pol = np.nonzero(np.asarray(ep.loss_mask))[0]
+    np.testing.assert_allclose(np.asarray(ep.logprobs)[pol], lp[pol - 1, np.asarray(ep.ids)[pol]], atol=1e-4)

@@ -145,3 +145,62 @@ def test_corrupt_latest_falls_back_and_tmp_step_is_ignored(suite, uninterrupted,
     assert sorted(int(p.name) for p in ck.iterdir() if p.name.isdigit()) == [2, 4]
     np.testing.assert_allclose([resumed[3], resumed[4]], [full[3], full[4]], rtol=2e-5)
     _assert_weights(_final_weights(out), _final_weights(uninterrupted), atol=2e-5)
+
+
+def test_export_carries_vision_settings_and_eval_infer_use_them(suite, tmp_path, monkeypatch, capsys):
+    """A run with textual timestamps writes data.vision into final/vital_settings.json; `vital
+    infer` and `vital eval` on that checkpoint render and sample as it was trained (flags given
+    override one setting each); a checkpoint without the file keeps the commands' defaults."""
+    import json
+
+    import vital_jax.agent.loop as agent_loop
+    import vital_jax.eval.runner as runner
+    from vital_jax.agent.loop import Episode
+    from vital_jax.cli import main
+    from vital_jax.train.config import VISION_SETTINGS_FILE, VisionInputConfig, vision_settings
+
+    out = tmp_path / "ts"
+    res = run_sft(_cfg(suite, out, "sft.steps=1", "checkpoint.every=0", "data.token_buckets=[768]",
+                       "data.vision.text_timestamps=true"), log=Log())  # the timestamps' text makes rows longer
+    final = Path(res["final"])
+    want = VisionInputConfig(max_frames=8, clip_max_frames=4, text_timestamps=True)
+    assert json.loads((final / VISION_SETTINGS_FILE).read_text())["vision"]["text_timestamps"] is True
+    assert vision_settings(final) == want
+
+    seen = []
+
+    def fake_episodes(sampler, renderer, requests, config, **kw):
+        seen.append(config)
+        return [Episode(requests[0], end_reason="answer")]
+
+    monkeypatch.setattr(agent_loop, "run_episodes", fake_episodes)
+    video = str(next((suite / "videos").glob("*.mp4")))
+    assert main(["infer", "--ckpt", str(final), "--video", video, "--question", "q?", "--cache-length", "512"]) == 0
+    assert main(["infer", "--ckpt", str(final), "--video", video, "--question", "q?", "--cache-length", "512",
+                 "--no-text-timestamps", "--max-frames", "4"]) == 0
+    assert seen[0].text_timestamps and seen[0].video_kwargs == {"max_frames": 8, "min_pixels": 3136, "max_pixels": 3136}
+    assert seen[0].clip_kwargs == {"max_frames": 4, "min_pixels": 3136, "max_pixels": 3136, "timestamps": False}
+    assert not seen[1].text_timestamps and seen[1].video_kwargs["max_frames"] == 4
+
+    calls = []
+
+    def fake_evaluate(*args, **kw):
+        calls.append(kw)
+        raise runner.EvalSettingsError("stop here")
+
+    monkeypatch.setattr(runner, "evaluate", fake_evaluate)
+    eval_args = ["eval", "--benchmark", "synthetic", "--data", str(suite / "eval.jsonl"), "--out", str(tmp_path / "e")]
+    assert main([*eval_args, "--ckpt", str(final)]) == 2
+    assert calls[0]["agent_config"].text_timestamps and calls[0]["video_kwargs"]["max_frames"] == 8
+    assert calls[0]["clip_kwargs"]["max_frames"] == 4
+    # without the file: VITAL's evaluation defaults, textual timestamps off
+    (final / VISION_SETTINGS_FILE).unlink()
+    assert vision_settings(final) == VisionInputConfig() and vision_settings(final, default=None) is None
+    assert main([*eval_args, "--ckpt", str(final)]) == 2
+    assert not calls[1]["agent_config"].text_timestamps
+    assert calls[1]["video_kwargs"] == {"max_frames": 256, "max_pixels": 384 * 384, "min_pixels": 128 * 28 * 28}
+    assert calls[1]["clip_kwargs"] == {}
+    # a file that cannot be used names itself and the key
+    (final / VISION_SETTINGS_FILE).write_text(json.dumps({"vision": {"frames": 3}}))
+    assert main([*eval_args, "--ckpt", str(final)]) == 2
+    assert "vital_settings.json" in capsys.readouterr().err

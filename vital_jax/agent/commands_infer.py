@@ -3,10 +3,13 @@
 ``--ckpt`` is an HF-format Qwen2.5-VL directory (config.json + safetensors, readable by
 ``vital_jax.load_pretrained``) that also holds the tokenizer (tokenizer.json, or vocab.json +
 merges.txt). Runs one episode through the same KV-cached sampler and tool loop as RL rollouts.
+A checkpoint exported by the trainers carries its video/prompt settings (``vital_settings.json``);
+they are the defaults, and each flag given overrides its one setting.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 
 
@@ -23,9 +26,15 @@ def add_arguments(p) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--repetition-penalty", type=float, default=1.05)
     p.add_argument("--cache-length", type=int, default=16384, help="context limit in tokens (default 16384)")
-    p.add_argument("--max-pixels", type=int, default=None, help="per-frame pixel cap of the question video")
-    p.add_argument("--max-frames", type=int, default=None, help="frame cap of the question video")
-    p.add_argument("--timestamps", action="store_true", help="draw timestamps on clip frames")
+    p.add_argument("--max-pixels", type=int, default=None, help="per-frame pixel cap of the question video "
+                   "(default: the checkpoint's setting, else load_video's)")
+    p.add_argument("--max-frames", type=int, default=None, help="frame cap of the question video "
+                   "(default: the checkpoint's, else load_video's)")
+    p.add_argument("--timestamps", action=argparse.BooleanOptionalAction, default=None,
+                   help="draw timestamps on clip frames (default: the checkpoint's, else off)")
+    p.add_argument("--text-timestamps", action=argparse.BooleanOptionalAction, default=None,
+                   help="write each frame group's time as text before its visual tokens, Qwen3-VL style "
+                   "(default: the checkpoint's, else off)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -50,9 +59,11 @@ def run(args) -> int:
     _check(args)
     from vital_jax.agent.loop import AgentConfig, EpisodeRequest, run_episodes
     from vital_jax.cli import CommandError
+    from vital_jax.eval.commands_eval import checkpoint_vision
     from vital_jax.models.qwen2_5_vl import CheckpointError, ConfigError, load_pretrained
     from vital_jax.prompt import ChatRenderer, TokenizerError, load_tokenizer
     from vital_jax.sampling import Sampler, SamplerConfig, SamplingOptions
+    from vital_jax.train.sft import agent_vision
     from vital_jax.video.errors import VideoError
 
     try:
@@ -60,7 +71,14 @@ def run(args) -> int:
         cfg, params = load_pretrained(args.ckpt)
     except (TokenizerError, CheckpointError, ConfigError, OSError) as e:
         raise CommandError(str(e)) from None
-    video_kw = {k: v for k, v in (("max_pixels", args.max_pixels), ("max_frames", args.max_frames)) if v}
+    v = checkpoint_vision(args.ckpt, max_frames=args.max_frames, max_pixels=args.max_pixels,
+                          timestamps=args.timestamps, text_timestamps=args.text_timestamps)
+    if v is not None:  # the settings the checkpoint was trained with (flags given override)
+        vision = agent_vision(v)
+    else:              # an outside checkpoint: load_video's and the tool's defaults
+        vision = dict(video_kwargs={k: x for k, x in (("max_pixels", args.max_pixels),
+                                                      ("max_frames", args.max_frames)) if x},
+                      clip_kwargs={"timestamps": bool(args.timestamps)}, text_timestamps=bool(args.text_timestamps))
     # one row; buckets sized for a long video prompt and 64-frame clips (<= 2048 tokens each)
     L = args.cache_length
     buckets = tuple(sorted({b for b in (64, 256, 1024, 4096) if b < L} | {min(4096, L)}))
@@ -70,7 +88,7 @@ def run(args) -> int:
     config = AgentConfig(
         sampling=SamplingOptions(temperature=args.temperature, top_p=args.top_p,
                                  repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens),
-        max_turns=args.max_turns, video_kwargs=video_kw, clip_kwargs={"timestamps": args.timestamps})
+        max_turns=args.max_turns, **vision)
     try:
         ep, = run_episodes(sampler, ChatRenderer(tok), [EpisodeRequest(args.question, args.video,
                                                                           use_tool=not args.no_tools)],

@@ -53,7 +53,11 @@ class AgentConfig:
     """Loop settings. ``sampling.stop_*`` are filled in by the loop (eos, tool/answer tags).
 
     video_kwargs / clip_kwargs: keyword arguments of ``load_video`` / ``load_clip`` (pixel and
-    frame limits, ``timestamps``); keep them consistent with the sampler's ``max_visual_tokens``.
+    frame limits, ``timestamps`` drawn on the frames); keep them consistent with the sampler's
+    ``max_visual_tokens``.
+    text_timestamps: write each temporal group's time as text before its visual tokens
+    (Qwen3-VL style, :class:`vital_jax.prompt.Vision` ``times``), for the question video and
+    the tool clips. Off = Qwen2.5-VL's layout. Must match what the model was trained with.
     """
 
     sampling: SamplingOptions = SamplingOptions(temperature=1.0, repetition_penalty=1.05, max_new_tokens=512)
@@ -61,6 +65,7 @@ class AgentConfig:
     video_kwargs: dict = dataclasses.field(default_factory=dict)
     clip_kwargs: dict = dataclasses.field(default_factory=dict)
     tools: dict | None = None            # registry (None = the default TOOLS)
+    text_timestamps: bool = False
 
 
 @dataclasses.dataclass
@@ -155,7 +160,8 @@ def run_episodes(sampler: Sampler, renderer: ChatRenderer, requests: Sequence[Ep
                 ep.end_reason, ep.error = "video_error", f"{type(e).__name__}: {e}"
                 rows[b] = _Row(ep, ToolContext(req.video, None))
                 continue
-        pr = renderer.prompt(req.question, None if visual is None else Vision.of(visual),
+        vision = None if visual is None else Vision.of(visual, text_timestamps=config.text_timestamps)
+        pr = renderer.prompt(req.question, vision,
                              duration=ep.duration, use_tool=req.use_tool)
         if len(pr.ids) >= cap:
             ep.end_reason, ep.truncated, ep.error = "length", True, f"prompt has {len(pr.ids)} tokens >= {cap}"
@@ -302,6 +308,7 @@ def _collect_tool(r: _Row, renderer: ChatRenderer, config: AgentConfig, room: in
     if res.error is not None:
         _error_obs(r, renderer, res.error[0], res.error[1], name, room)
     else:
-        ids = renderer.tool_result_ids(res.start, res.end, Vision.of(res.visual))
+        clip = Vision.of(res.visual, text_timestamps=config.text_timestamps)
+        ids = renderer.tool_result_ids(res.start, res.end, clip)
         ep.tool_calls.append(ToolOutcome(r.turn - 1, name, True, "ok", "", res.start, res.end))
         _set_obs(r, Segment(ids, [res.visual]), room)

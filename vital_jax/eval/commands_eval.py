@@ -1,6 +1,9 @@
 """``vital eval``: run a checkpoint over a benchmark with the tool loop; predictions + metrics.
 
 ``--ckpt`` is an HF-format Qwen2.5-VL directory with its tokenizer, as ``vital infer`` takes it.
+A checkpoint exported by the trainers carries its video/prompt settings (``vital_settings.json``:
+frames, pixels, timestamps, textual timestamps); they are the defaults here, and each flag given
+overrides its one setting. Without that file the defaults are VITAL's evaluation settings.
 Writes ``predictions.jsonl``, ``run.json`` and ``metrics.json`` into ``--out``; rerunning the same
 command resumes (samples already written are skipped). ``vital score`` on the predictions file
 gives the same metrics. See :mod:`vital_jax.eval.runner`.
@@ -27,13 +30,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder the annotation's video paths are relative to (default: the data file's folder)")
     p.add_argument("--out", required=True, help="output folder (predictions.jsonl, metrics.json, run.json)")
     p.add_argument("--no-tools", action="store_true", help="answer without the clip tool")
-    p.add_argument("--frames", type=int, default=256, help="frame cap of the question video (default 256)")
-    p.add_argument("--max-pixels", type=int, default=384 * 384,
-                   help="per-frame pixel cap of the question video (default 384*384)")
+    p.add_argument("--frames", type=int, default=None, help="frame cap of the question video (default: the "
+                   "checkpoint's setting, else 256)")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="per-frame pixel cap of the question video (default: the checkpoint's, else 384*384)")
     p.add_argument("--clip-max-pixels", type=int, default=None, help="per-frame pixel cap of tool clips "
-                   "(default: the tool's 64*28*28)")
-    p.add_argument("--clip-max-frames", type=int, default=None, help="frame cap of tool clips (default 64)")
-    p.add_argument("--timestamps", action="store_true", help="draw timestamps on clip frames (as VITAL's eval)")
+                   "(default: the checkpoint's, else the tool's 64*28*28)")
+    p.add_argument("--clip-max-frames", type=int, default=None,
+                   help="frame cap of tool clips (default: the checkpoint's, else 64)")
+    p.add_argument("--timestamps", action=argparse.BooleanOptionalAction, default=None,
+                   help="draw timestamps on clip frames, as VITAL's eval (default: the checkpoint's, else off)")
+    p.add_argument("--text-timestamps", action=argparse.BooleanOptionalAction, default=None,
+                   help="write each frame group's time as text before its visual tokens, Qwen3-VL style "
+                   "(default: the checkpoint's, else off)")
     p.add_argument("--batch-size", type=int, default=8, help="samples decoded together (default 8)")
     p.add_argument("--limit", type=int, default=None, help="evaluate (and score) the first N samples only")
     p.add_argument("--max-new-tokens", type=int, default=1024, help="tokens per assistant turn (default 1024)")
@@ -64,6 +73,29 @@ def load_checkpoint(path: str):
     except (TokenizerError, CheckpointError, ConfigError, OSError) as e:
         raise CommandError(f"--ckpt {path}: {e}") from None
     return cfg, params, tok
+
+
+def checkpoint_vision(ckpt: str, *, max_frames=None, max_pixels=None, clip_max_frames=None,
+                      clip_max_pixels=None, timestamps=None, text_timestamps=None):
+    """The checkpoint's :class:`~vital_jax.train.config.VisionInputConfig` with the flags that
+    were given (not None) put over it, or None when the checkpoint has no settings file (the
+    caller keeps its own defaults). Shared by ``vital eval`` and ``vital infer``."""
+    import dataclasses
+
+    from vital_jax.train.config import ConfigError, vision_settings
+
+    try:
+        saved = vision_settings(ckpt, default=None)
+    except ConfigError as e:
+        raise CommandError(f"--ckpt {ckpt}: {e}") from None
+    if saved is None:
+        return None
+    over = {k: v for k, v in dict(max_frames=max_frames, max_pixels=max_pixels, clip_max_frames=clip_max_frames,
+                                  clip_max_pixels=clip_max_pixels, timestamps=timestamps,
+                                  text_timestamps=text_timestamps).items() if v is not None}
+    v = dataclasses.replace(saved, **over)
+    # a smaller pixel cap than the trained floor: the floor follows (else no frame size fits)
+    return dataclasses.replace(v, min_pixels=min(v.min_pixels, v.max_pixels))
 
 
 def _check(args) -> None:
@@ -105,20 +137,31 @@ def run(args: argparse.Namespace) -> int:
     from vital_jax.eval.scoring import summary_table
     from vital_jax.video import sampling as vs
 
-    video_kw = {"max_frames": args.frames, "max_pixels": args.max_pixels,
-                # qwen-vl-utils' floor (128 tokens a frame) would upscale small videos past the cap
-                "min_pixels": min(vs.VIDEO_MIN_PIXELS, args.max_pixels)}
-    clip_kw = {k: v for k, v in (("max_pixels", args.clip_max_pixels), ("max_frames", args.clip_max_frames),
-                                 ("timestamps", args.timestamps or None)) if v is not None}
+    v = checkpoint_vision(args.ckpt, max_frames=args.frames, max_pixels=args.max_pixels,
+                          clip_max_frames=args.clip_max_frames, clip_max_pixels=args.clip_max_pixels,
+                          timestamps=args.timestamps, text_timestamps=args.text_timestamps)
+    if v is not None:  # the settings the checkpoint was trained with (flags given override)
+        from vital_jax.train.sft import agent_vision
+
+        vision = agent_vision(v)
+    else:              # an outside checkpoint: VITAL's evaluation settings
+        max_pixels = 384 * 384 if args.max_pixels is None else args.max_pixels
+        video_kw = {"max_frames": 256 if args.frames is None else args.frames, "max_pixels": max_pixels,
+                    # qwen-vl-utils' floor (128 tokens a frame) would upscale small videos past the cap
+                    "min_pixels": min(vs.VIDEO_MIN_PIXELS, max_pixels)}
+        clip_kw = {k: x for k, x in (("max_pixels", args.clip_max_pixels), ("max_frames", args.clip_max_frames),
+                                     ("timestamps", args.timestamps or None)) if x is not None}
+        vision = dict(video_kwargs=video_kw, clip_kwargs=clip_kw, text_timestamps=bool(args.text_timestamps))
     agent = AgentConfig(sampling=dataclasses.replace(EVAL_AGENT_CONFIG.sampling, temperature=args.temperature,
                                                      max_new_tokens=args.max_new_tokens),
-                        max_turns=args.max_turns)
+                        max_turns=args.max_turns, text_timestamps=vision["text_timestamps"])
     # everything else sized from the samples by the runner
     overrides = {"cache_length": args.cache_length} if args.cache_length is not None else None
     try:
         result = evaluate(cfg, params, tok, args.benchmark, samples, out_dir=args.out, use_tools=not args.no_tools,
                           batch_size=args.batch_size, video_root=args.video_root or os.path.dirname(os.path.abspath(args.data)),
-                          sampler_config=overrides, agent_config=agent, video_kwargs=video_kw, clip_kwargs=clip_kw,
+                          sampler_config=overrides, agent_config=agent, video_kwargs=vision["video_kwargs"],
+                          clip_kwargs=vision["clip_kwargs"],
                           seed=args.seed, limit=args.limit,
                           run_info={"ckpt": os.path.abspath(args.ckpt), "data": os.path.abspath(args.data)}, log=print)
     except EvalSettingsError as e:

@@ -12,8 +12,8 @@ and the trainer's demo call. It writes into ``out_dir``:
   batch's wall time shared among its rows). ``end_reason`` is the loop's, or ``sampler_error``
   when a sample does not fit the sampler's shapes even alone (``error`` says why; it scores 0);
 - ``run.json``: the settings that change predictions (tools on/off, frame and pixel limits,
-  sampling, max turns, caller's ``run_info``). Rerunning into the same folder with other
-  settings is refused, so a resumed run never mixes two configurations;
+  textual timestamps, sampling, max turns, caller's ``run_info``). Rerunning into the same
+  folder with other settings is refused, so a resumed run never mixes two configurations;
 - ``metrics.json``: :func:`vital_jax.eval.scoring.score` on every sample's line, the same
   numbers ``vital score`` prints for that predictions file.
 
@@ -43,7 +43,7 @@ from vital_jax.agent.tools import TOOLS, ToolContext, ToolResult
 from vital_jax.eval.benchmarks import BENCHMARKS, Benchmark, Sample
 from vital_jax.eval.predictions import answer_text, append_prediction, read_predictions
 from vital_jax.eval.scoring import score
-from vital_jax.prompt import ChatRenderer, Vision
+from vital_jax.prompt import ChatRenderer, Vision, group_times
 from vital_jax.prompt.tokens import IMAGE_PAD, VIDEO_PAD
 from vital_jax.sampling import Sampler, SamplerConfig, SamplerError, SamplingOptions
 from vital_jax.video import sampling as vs
@@ -122,12 +122,15 @@ def _round_up(n: int, m: int) -> int:
 
 
 def _budget(renderer: ChatRenderer, question: str, video: str | None, *, use_tool: bool,
-            video_kwargs: Mapping, clip_kwargs: Mapping) -> _Budget:
+            video_kwargs: Mapping, clip_kwargs: Mapping, text_timestamps: bool = False) -> _Budget:
     """Exact prompt length and visual counts from the video's header (no decoding): the frame
-    plan of ``load_video`` and the largest clip ``load_clip`` can return for this video."""
+    plan of ``load_video`` and the largest clip ``load_clip`` can return for this video. With
+    ``text_timestamps`` the clip's group times are taken as the video's duration (the longest
+    numbers it can show), so its observation length is an upper bound."""
     error_obs = len(renderer.tool_error_ids(_LONG_TOOL_ERROR))
     vid = clip = 0
     duration = None
+    vid_times = clip_groups = None
     if video is not None:
         try:
             info = video_info(video)
@@ -137,6 +140,7 @@ def _budget(renderer: ChatRenderer, question: str, video: str | None, *, use_too
             plan = vs.plan_video(info.num_frames, info.fps, info.height, info.width, path=video, **kw)
             f = vs.IMAGE_FACTOR
             vid = -(-len(plan.indices) // 2) * (plan.height // f) * (plan.width // f)
+            vid_times = group_times(plan.times, -(-len(plan.indices) // 2))
             duration = info.num_frames / info.fps
             h, w = vs.smart_resize(info.height, info.width,
                                    min_pixels=clip_kwargs.get("min_pixels", vs.CLIP_MIN_PIXELS),
@@ -144,14 +148,16 @@ def _budget(renderer: ChatRenderer, question: str, video: str | None, *, use_too
             ticks = math.floor(clip_kwargs.get("fps", vs.CLIP_FPS) * duration) + 1
             frames = min(ticks, clip_kwargs.get("max_frames", vs.CLIP_MAX_FRAMES))
             clip = -(-frames // 2) * (h // f) * (w // f)
+            clip_groups = -(-frames // 2)
         except VideoError:
             vid = clip = 0  # the episode will end video_error; it needs no room
             duration = None
-    vision = Vision("video", vid) if vid else None
+    vision = Vision("video", vid, vid_times if text_timestamps else None) if vid else None
     prompt = len(renderer.prompt(question, vision, duration=duration, use_tool=use_tool).ids)
     obs = error_obs
     if use_tool and clip:
-        obs = max(obs, len(renderer.tool_result_ids(0.0, duration or 0.0, Vision("video", clip))))
+        stamps = (duration or 0.0,) * clip_groups if text_timestamps else None
+        obs = max(obs, len(renderer.tool_result_ids(0.0, duration or 0.0, Vision("video", clip, stamps))))
     return _Budget(prompt, vid, clip if use_tool else 0, obs)
 
 
@@ -366,6 +372,8 @@ def evaluate(
     settings = _jsonable({
         "benchmark": bench.name, "use_tools": bool(use_tools), "video_kwargs": dict(video_kwargs),
         "clip_kwargs": dict(clip_kwargs), "max_turns": agent.max_turns,
+        # only when on: folders written before the option existed still resume
+        **({"text_timestamps": True} if agent.text_timestamps else {}),
         "sampling": {"temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p,
                      "repetition_penalty": s.repetition_penalty, "max_new_tokens": s.max_new_tokens},
         "run_info": dict(run_info or {}),
@@ -398,7 +406,7 @@ def _run(cfg, params, tokenizer, todo: Sequence[Sample], pred_path: Path, *, use
     if not isinstance(sampler_config, SamplerConfig):
         t0 = time.perf_counter()
         budgets = [_budget(renderer, r.question, r.video, use_tool=use_tools, video_kwargs=agent.video_kwargs,
-                           clip_kwargs=agent.clip_kwargs) for r in requests]
+                           clip_kwargs=agent.clip_kwargs, text_timestamps=agent.text_timestamps) for r in requests]
         default = default_sampler_config(budgets, batch_size=min(batch_size, len(todo)),
                                          max_turns=agent.max_turns, max_new_tokens=agent.sampling.max_new_tokens)
         sampler_config = dataclasses.replace(default, **dict(sampler_config or {}))

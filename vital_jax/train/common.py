@@ -6,7 +6,8 @@ Run directory layout (``cfg.out_dir``)::
     config.yaml          the resolved config (what the run really used)
     metrics.jsonl        one line per logged step; events.out.tfevents.* for TensorBoard
     checkpoints/<step>/  Orbax: state, data iterator, host state (see checkpoint.py)
-    final/               HF-format model (config.json + safetensors) + tokenizer.json
+    final/               HF-format model (config.json + safetensors) + tokenizer.json +
+                         vital_settings.json (data.vision: frames, pixels, timestamps)
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class StopFlag:
 def synthetic_corpus() -> list[str]:
     """Text a small tokenizer for the synthetic suite is trained on (prompts, targets, tools)."""
     from vital_jax.data.synthetic import text_corpus
-    from vital_jax.prompt import templates
+    from vital_jax.prompt import templates, timestamp_text
 
     head = [templates.DEFAULT_SYSTEM + templates.tools_block([templates.CLIP_TOOL_SCHEMA]),
             templates.DEFAULT_SYSTEM]
@@ -79,7 +80,11 @@ def synthetic_corpus() -> list[str]:
     users = [templates.user_text(t, duration=float(d), use_tool=u)
              for t, d in zip(texts[:200], range(30, 230)) for u in (True, False)]
     errors = [f"Error: {m}" for m in ("invalid window", "the clip is outside the video")]
-    return head * 20 + users + texts + errors
+    # textual timestamps (data.vision.text_timestamps): "<12.5 seconds>" for many times, so
+    # "<", " seconds" and ">" become tokens; the Qwen2 split pattern keeps each digit its own
+    # token, so a time costs one token per character of the number
+    stamps = [" ".join(timestamp_text(k / 4) for k in range(j, j + 8)) for j in range(0, 1600, 8)]
+    return head * 20 + users + texts + errors + stamps
 
 
 def build_tokenizer(cfg: RunConfig):
@@ -165,8 +170,10 @@ class Run:
         return cls(cfg, out, mesh, tok, model_cfg, params, writer)
 
     def export_final(self, params: dict) -> Path:
-        """HF-format model + tokenizer in ``out/final`` (what ``vital eval``/``infer`` read)."""
+        """HF-format model + tokenizer + the run's video/prompt settings in ``out/final`` (what
+        ``vital eval``/``infer`` read)."""
         from vital_jax.models.qwen2_5_vl import export_pretrained
+        from vital_jax.train.config import write_vision_settings
 
         final = self.out / "final"
         if jax.process_count() > 1:   # every process takes part in the gather
@@ -178,6 +185,7 @@ class Run:
         if jax.process_index() == 0:
             export_pretrained(self.model_cfg, host, final)
             self.tok.save(final)
+            write_vision_settings(self.cfg.data.vision, final)
         return final
 
 

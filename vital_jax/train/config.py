@@ -92,7 +92,13 @@ class OptimConfig:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class VisionInputConfig:
-    """Frame sampling of question videos and tool clips (``vital_jax.video`` keyword names)."""
+    """Frame sampling of question videos and tool clips (``vital_jax.video`` keyword names).
+
+    ``timestamps`` draws each clip frame's time on its pixels; ``text_timestamps`` writes each
+    temporal group's time as text before its visual tokens (Qwen3-VL style) for the question
+    video and the clips. A trained model expects the settings it was trained with: the trainers
+    write them next to the exported model (:func:`vision_settings` reads them back).
+    """
 
     max_frames: int = 16
     min_pixels: int = 56 * 56
@@ -100,6 +106,7 @@ class VisionInputConfig:
     clip_max_frames: int = 8
     clip_max_pixels: int = 56 * 56
     timestamps: bool = False
+    text_timestamps: bool = False
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -374,3 +381,36 @@ def load_config(path: str | Path | Sequence[str | Path] | None = None, overrides
 def dump_config(cfg: RunConfig, path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+# --------------------------------------------------------------------------- settings a checkpoint carries
+
+VISION_SETTINGS_FILE = "vital_settings.json"
+
+
+def write_vision_settings(vision: VisionInputConfig, ckpt_dir: str | Path) -> Path:
+    """Write ``vision`` (``data.vision`` of the run) into an exported model directory, so
+    ``vital eval``/``vital infer`` feed the model the frames and prompt layout it learned."""
+    path = Path(ckpt_dir) / VISION_SETTINGS_FILE
+    path.write_text(json.dumps({"vision": to_dict(vision)}, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def vision_settings(ckpt_dir: str | Path, default: VisionInputConfig | None = VisionInputConfig()):
+    """The :class:`VisionInputConfig` a checkpoint was trained with (its ``vital_settings.json``);
+    ``default`` when the directory has no such file (an outside checkpoint, e.g. Qwen2.5-VL from
+    the hub: pass ``default=None`` to tell that case apart). Raises ConfigError naming the file
+    and the key for a file that cannot be used."""
+    path = Path(ckpt_dir) / VISION_SETTINGS_FILE
+    if not path.is_file():
+        return default
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: cannot read the checkpoint's settings: {e}") from None
+    if not isinstance(data, Mapping) or not isinstance(data.get("vision"), Mapping):
+        raise ConfigError(f"{path}: expected an object with a 'vision' mapping")
+    try:
+        return from_dict(VisionInputConfig, data["vision"], prefix="vision.")
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

@@ -35,7 +35,7 @@ from vital_jax.train.batch import Sequence_, batch_shardings, build_batch, globa
 from vital_jax.train.common import Run, TrainingError, host_metrics, put_batch
 from vital_jax.train.config import ConfigError, RunConfig
 from vital_jax.train.loop import StepLoop
-from vital_jax.train.sft import clip_kwargs, video_kwargs
+from vital_jax.train.sft import agent_vision, video_kwargs
 from vital_jax.train.step import row_vision_embeds, token_logps
 
 
@@ -331,8 +331,7 @@ class RLTrainer:
         recs, samples = self.heldout_set()
         reqs = make_requests(self.cfg, [{"record": r} for r in recs], 0, {})   # no strengths: no augmentation
         agent = AgentConfig(sampling=SamplingOptions(temperature=0.0, max_new_tokens=rl.max_new_tokens),
-                            max_turns=rl.max_turns, video_kwargs=video_kwargs(self.cfg.data.vision),
-                            clip_kwargs=clip_kwargs(self.cfg.data.vision))
+                            max_turns=rl.max_turns, **agent_vision(self.cfg.data.vision))
         self.sampler.params = self.policy_view(self.state.params)
         eps = []
         B = rl.rollout_batch
@@ -363,8 +362,7 @@ class RLTrainer:
         agent = AgentConfig(sampling=SamplingOptions(temperature=rl.temperature, top_p=rl.top_p,
                                                      repetition_penalty=rl.repetition_penalty,
                                                      max_new_tokens=rl.max_new_tokens),
-                            max_turns=rl.max_turns, video_kwargs=video_kwargs(self.cfg.data.vision),
-                            clip_kwargs=clip_kwargs(self.cfg.data.vision))
+                            max_turns=rl.max_turns, **agent_vision(self.cfg.data.vision))
         self.sampler.params = self.policy_view(self.state.params)   # the policy's live buffers, no copy
         eps = []
         B = rl.rollout_batch

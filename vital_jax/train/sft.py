@@ -37,6 +37,12 @@ def clip_kwargs(v: VisionInputConfig) -> dict:
                 max_pixels=v.clip_max_pixels, timestamps=v.timestamps)
 
 
+def agent_vision(v: VisionInputConfig) -> dict:
+    """:class:`vital_jax.agent.AgentConfig` keyword arguments for ``v``: rollouts, held-out
+    episodes and evaluation see videos and prompts exactly as SFT featurises them."""
+    return dict(video_kwargs=video_kwargs(v), clip_kwargs=clip_kwargs(v), text_timestamps=v.text_timestamps)
+
+
 @dataclasses.dataclass(frozen=True)
 class SFTFeatures:
     """grain map: example -> example + ``seq`` (a :class:`Sequence_`), or ``error`` (dropped)."""
@@ -59,8 +65,9 @@ class SFTFeatures:
                 clip = load_clip(rec.media_path, s, e, **clip_kwargs(self.vision))
         except VideoError as e:
             return {**ex, "error": f"{rec.file}: record {rec.index}: {e}"}
-        r = tokenize_sft(ex, self.renderer, None if visual is None else Vision.of(visual),
-                         None if clip is None else Vision.of(clip))
+        stamps = self.vision.text_timestamps
+        r = tokenize_sft(ex, self.renderer, None if visual is None else Vision.of(visual, text_timestamps=stamps),
+                         None if clip is None else Vision.of(clip, text_timestamps=stamps))
         visuals = [v for v in (visual, clip) if v is not None]
         return {**ex, "seq": Sequence_(list(r.ids), list(r.loss_mask), visuals)}
 
