@@ -171,3 +171,26 @@ def test_sft_row_of_a_trajectory_equals_the_episode(model, renderer, videos, tex
     lp = lp - np.log(np.exp(lp).sum(-1, keepdims=True))
     pol = np.nonzero(np.asarray(ep.loss_mask))[0]
     np.testing.assert_allclose(np.asarray(ep.logprobs)[pol], lp[pol - 1, np.asarray(ep.ids)[pol]], atol=1e-4)
+
+
+def test_text_tool_observation_is_appended_as_a_tool_turn(sampler, renderer, videos):
+    """A tool that answers in words (``ToolResult(text=...)``): its text becomes the tool turn
+    (loss 0), the call counts as ok, and the episode's ids are the whole conversation's render."""
+    from vital_jax.agent.tools import ToolResult
+    from vital_jax.prompt import Message
+
+    def lookup(arguments, ctx):
+        return ToolResult(text=f"The answer is {arguments['key']}.")
+
+    lookup_call = '<think>look</think> <tool_call>{"name": "lookup", "arguments": {"key": "C"}}</tool_call>'
+    turns = [lookup_call, "<think>ok</think> <answer>C</answer>"]
+    ep, = run_episodes(sampler, renderer, [EpisodeRequest(Q, None)], cfg(tools={"lookup": lookup}),
+                       script=lambda row, turn: turns[turn] if turn < 2 else None)
+    assert ep.end_reason == "answer" and ep.texts == turns
+    assert [(t.name, t.ok, t.code) for t in ep.tool_calls] == [("lookup", True, "ok")]
+    msgs = renderer.prompt_messages(Q, None, duration=None, use_tool=True) + [
+        Message("assistant", turns[0]), Message("tool", "The answer is C."), Message("assistant", turns[1])]
+    want = renderer.render(msgs, close_last_assistant=False)
+    assert ep.ids == list(want.ids) and ep.loss_mask == list(want.loss_mask)
+    obs = slice(*ep.turns[2][1:])
+    assert "The answer is C." in renderer.tok.decode(ep.ids[obs]) and not any(ep.loss_mask[obs])

@@ -19,12 +19,17 @@ GOOD = [
     {"video": "a/v5.mp4", "duration": 60, "text": "Q?", "data_source": "longvideo_reason",
      "solution": ["<think>a</think> <tool_call>{}</tool_call>", "<think>b</think> <answer>A</answer>"],
      "tool_params": "(12.34, 20.00)", "answer": "A"},
+    # a text tool: the observation is the text it returned, no clip
+    {"video": "a/v1.mp4", "duration": 30.0, "text": "Which letter?", "data_source": "mc",
+     "solution": ['<think>a</think> <tool_call>{"name": "lookup", "arguments": {}}</tool_call>',
+                  "<think>b</think> <answer>B</answer>"],
+     "observation": "The letter is B.", "answer": "B"},
 ]
 
 
 def test_kinds_and_fields(tmp_path):
     recs = [parse_record(r, root=tmp_path, index=i) for i, r in enumerate(GOOD)]
-    assert [r.kind for r in recs] == ["rl", "rl", "rl", "rl", "cot", "tool_cot"]
+    assert [r.kind for r in recs] == ["rl", "rl", "rl", "rl", "cot", "tool_cot", "tool_cot"]
     assert recs[0].solution == Solution(interval=(1.5, 4.0))
     assert recs[0].media_path == tmp_path / "a/v1.mp4"
     assert recs[1].options == ("A. x", "B. y") and recs[1].video_kwargs == {"max_frames": 8}
@@ -32,6 +37,27 @@ def test_kinds_and_fields(tmp_path):
     assert recs[3].solution == Solution(answer="C", interval=(10.0, 20.25))
     assert recs[4].answer_text == "(3.00, 9.00)"
     assert recs[5].tool.tool_params == (12.34, 20.0) and recs[5].answer_text == "A"
+    assert recs[6].tool.tool_params is None and recs[6].tool.observation == "The letter is B."
+
+
+def test_text_observation_records_render_a_text_tool_turn(tmp_path):
+    """A Tool-CoT record with a text observation renders system(+tools), user, assistant(call),
+    tool(text, loss 0), assistant(answer); a record with both a clip and a text is refused."""
+    from vital_jax.data.sft import tokenize_sft
+    from vital_jax.prompt import ChatRenderer, train_small_tokenizer
+
+    rec = parse_record(GOOD[6], root=tmp_path)
+    tok = train_small_tokenizer(["The letter is B. Which letter? lookup answer think"], vocab_size=300)
+    r = ChatRenderer(tok)
+    out = tokenize_sft({"record": rec}, r, None)
+    text = tok.decode(out.ids)
+    assert "<|im_start|>tool\nThe letter is B.<|im_end|>" in text and "<|vision_start|>" not in text
+    masked = tok.decode([i for i, m in zip(out.ids, out.loss_mask) if m])
+    assert "The letter is B." not in masked and "<answer>B</answer>" in masked and "lookup" in masked
+    with pytest.raises(RecordError, match="observation"):
+        parse_record({**GOOD[6], "tool_params": "(1, 2)"}, root=tmp_path)
+    with pytest.raises(RecordError, match="observation"):
+        parse_record({**GOOD[6], "observation": " "}, root=tmp_path)
 
 
 @pytest.mark.parametrize("suffix", [".json", ".jsonl"])

@@ -279,7 +279,7 @@ def _end_turn(r: _Row, reason: str, renderer: ChatRenderer, config: AgentConfig,
 
 def _error_obs(r: _Row, renderer: ChatRenderer, code: str, message: str, name: str | None, room: int) -> None:
     r.ep.tool_calls.append(ToolOutcome(r.turn - 1, name, False, code, message))
-    _set_obs(r, Segment(renderer.tool_error_ids(f"Error: {message}"), []), room)
+    _set_obs(r, Segment(renderer.tool_text_ids(f"Error: {message}"), []), room)
 
 
 def _set_obs(r: _Row, seg: Segment, room: int) -> None:
@@ -307,6 +307,9 @@ def _collect_tool(r: _Row, renderer: ChatRenderer, config: AgentConfig, room: in
         return
     if res.error is not None:
         _error_obs(r, renderer, res.error[0], res.error[1], name, room)
+    elif res.visual is None:   # a text observation: the tool turn holds the text alone
+        ep.tool_calls.append(ToolOutcome(r.turn - 1, name, True, "ok", ""))
+        _set_obs(r, Segment(renderer.tool_text_ids(res.text or ""), []), room)
     else:
         clip = Vision.of(res.visual, text_timestamps=config.text_timestamps)
         ids = renderer.tool_result_ids(res.start, res.end, clip)

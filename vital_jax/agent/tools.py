@@ -32,10 +32,12 @@ class ToolContext:
 
 @dataclasses.dataclass(frozen=True)
 class ToolResult:
-    """One call's outcome: a visual observation (+ the clip range), an error for the model
+    """One call's outcome: a visual observation (+ the clip range), a text observation (``text``:
+    a tool that answers in words, e.g. a lookup or a transcript), an error for the model
     (``error = (code, message)``), or a fatal input problem (``fatal`` message)."""
 
     visual: Any = None
+    text: str | None = None
     start: float | None = None
     end: float | None = None
     error: tuple[str, str] | None = None

@@ -54,7 +54,7 @@ def check_file(path, root, *, kind=None, decode=True):
             ends = []
             if r.solution is not None and r.solution.interval is not None:
                 ends.append(("solution", r.solution.interval[1]))
-            if r.tool is not None:
+            if r.tool is not None and r.tool.tool_params is not None:
                 ends.append(("tool_params", r.tool.tool_params[1]))
             late = [(f, e) for f, e in ends if e > real + TIME_TOLERANCE]
             if late:

@@ -44,7 +44,7 @@ KINDS: tuple[str, ...] = ("rl", "cot", "tool_cot")
 _QUESTION_KEYS = ("text", "question", "problem")
 _KNOWN_KEYS = frozenset(
     {"video", "image", "duration", "data_source", "options", "video_kwargs", "solution",
-     "tool_params", "answer", *_QUESTION_KEYS}
+     "tool_params", "observation", "answer", *_QUESTION_KEYS}
 )
 # Slack when checking annotated times against the duration (float rounding in annotations).
 TIME_TOLERANCE = 0.01
@@ -97,11 +97,14 @@ class Solution:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ToolTrajectory:
-    """A Tool-CoT SFT target: turn 0 ends with the tool call, turn 1 follows the clip."""
+    """A Tool-CoT SFT target: turn 0 ends with the tool call, turn 1 follows the observation:
+    the clip of ``tool_params`` (VITAL's clip tool), or ``observation``, the text a text tool
+    returned (then ``tool_params`` is None)."""
 
     turns: tuple[str, str]
-    tool_params: tuple[float, float]
+    tool_params: tuple[float, float] | None
     answer: str
+    observation: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -185,7 +188,7 @@ def _detect_kind(raw: Mapping[str, Any]) -> Kind:
     sol = raw.get("solution")
     if isinstance(sol, list) and len(sol) == 2 and all(isinstance(t, str) for t in sol):
         return "tool_cot"
-    if "tool_params" in raw:
+    if "tool_params" in raw or "observation" in raw:
         return "tool_cot"
     if isinstance(sol, str) and ("<think>" in sol or "<answer>" in sol):
         return "cot"
@@ -278,17 +281,25 @@ def parse_record(
     else:  # tool_cot
         if not (isinstance(sol, list) and len(sol) == 2 and all(isinstance(t, str) and t.strip() for t in sol)):
             fail("solution", "a Tool-CoT record's solution must be a list of 2 non-empty assistant turns")
-        if "tool_params" not in raw:
-            fail("tool_params", "missing (expected '(start, end)')")
-        try:
-            params = parse_interval(raw["tool_params"])
-        except ValueError as e:
-            fail("tool_params", str(e))
-        check_time("tool_params", params)
+        observation = raw.get("observation")
+        if observation is not None:
+            if not isinstance(observation, str) or not observation.strip():
+                fail("observation", f"must be a non-empty string (a text tool's answer), got {observation!r}")
+            if "tool_params" in raw:
+                fail("observation", "a Tool-CoT record has either a clip (tool_params) or a text observation, not both")
+            params = None
+        else:
+            if "tool_params" not in raw:
+                fail("tool_params", "missing (expected '(start, end)', or a text 'observation')")
+            try:
+                params = parse_interval(raw["tool_params"])
+            except ValueError as e:
+                fail("tool_params", str(e))
+            check_time("tool_params", params)
         answer = raw.get("answer")
         if not isinstance(answer, str) or not answer.strip():
             fail("answer", f"must be a non-empty string, got {answer!r}")
-        tool = ToolTrajectory(turns=(sol[0], sol[1]), tool_params=params, answer=answer)
+        tool = ToolTrajectory(turns=(sol[0], sol[1]), tool_params=params, answer=answer, observation=observation)
         solution = Solution(answer=answer)
 
     extra = {k: v for k, v in raw.items() if k not in _KNOWN_KEYS}
@@ -338,9 +349,12 @@ def record_to_json(rec: Record) -> dict[str, Any]:
         out["solution"] = rec.cot
     elif rec.kind == "tool_cot":
         assert rec.tool is not None
-        s, e = rec.tool.tool_params
         out["solution"] = list(rec.tool.turns)
-        out["tool_params"] = f"({s:.2f}, {e:.2f})" if (round(s, 2), round(e, 2)) == (s, e) else f"({s!r}, {e!r})"
+        if rec.tool.observation is not None:
+            out["observation"] = rec.tool.observation
+        else:
+            s, e = rec.tool.tool_params
+            out["tool_params"] = f"({s:.2f}, {e:.2f})" if (round(s, 2), round(e, 2)) == (s, e) else f"({s!r}, {e!r})"
         out["answer"] = rec.tool.answer
     else:
         assert rec.solution is not None

@@ -39,11 +39,13 @@ def sft_messages(example: dict[str, Any], renderer, vision, clip=None) -> list:
     if rec.kind == "cot":
         return msgs + [Message("assistant", rec.cot)]
     if rec.kind == "tool_cot":
-        if clip is None:
+        if rec.tool.observation is not None:      # a text tool's answer
+            observation = rec.tool.observation
+        elif clip is None:
             raise ValueError(f"{rec.file}: record {rec.index}: a Tool-CoT example needs the clip's Vision")
-        s, e = rec.tool.tool_params
-        return msgs + [Message("assistant", rec.tool.turns[0]),
-                       Message("tool", (clip, clip_caption(s, e))),
+        else:
+            observation = (clip, clip_caption(*rec.tool.tool_params))
+        return msgs + [Message("assistant", rec.tool.turns[0]), Message("tool", observation),
                        Message("assistant", rec.tool.turns[1])]
     raise ValueError(f"{rec.file}: record {rec.index}: kind {rec.kind!r} has no SFT target")
 

@@ -127,7 +127,7 @@ def _budget(renderer: ChatRenderer, question: str, video: str | None, *, use_too
     plan of ``load_video`` and the largest clip ``load_clip`` can return for this video. With
     ``text_timestamps`` the clip's group times are taken as the video's duration (the longest
     numbers it can show), so its observation length is an upper bound."""
-    error_obs = len(renderer.tool_error_ids(_LONG_TOOL_ERROR))
+    error_obs = len(renderer.tool_text_ids(_LONG_TOOL_ERROR))
     vid = clip = 0
     duration = None
     vid_times = clip_groups = None

@@ -231,8 +231,8 @@ class ChatRenderer:
         self._tool_turn(b, (clip, templates.clip_caption(start, end)))
         return b.ids
 
-    def tool_error_ids(self, message: str) -> list[int]:
-        """The observation when the call was invalid: the error text instead of a clip."""
+    def tool_text_ids(self, message: str) -> list[int]:
+        """A text observation: a text tool's answer, or the error when the call was invalid."""
         b = _Builder()
         self._tool_turn(b, (message,))
         return b.ids
@@ -354,7 +354,7 @@ class Conversation:
 
     def add_tool_error(self, message: str) -> list[int]:
         self.messages.append(Message("tool", message))
-        return self._append(self.renderer.tool_error_ids(message), False)
+        return self._append(self.renderer.tool_text_ids(message), False)
 
     def finish(self) -> list[int]:
         """Close the final assistant turn with ``<|im_end|>`` (trainable)."""

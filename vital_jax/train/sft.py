@@ -60,7 +60,7 @@ class SFTFeatures:
         try:
             visual = load_video(rec.media_path, **video_kwargs(self.vision)) if rec.is_video else None
             clip = None
-            if rec.kind == "tool_cot":
+            if rec.kind == "tool_cot" and rec.tool.tool_params is not None:   # a clip, not a text observation
                 s, e = rec.tool.tool_params
                 clip = load_clip(rec.media_path, s, e, **clip_kwargs(self.vision))
         except VideoError as e:
