@@ -60,6 +60,28 @@ def test_text_observation_records_render_a_text_tool_turn(tmp_path):
         parse_record({**GOOD[6], "observation": " "}, root=tmp_path)
 
 
+def test_cot_record_under_the_tool_prompt(tmp_path):
+    """``use_tool: true`` on a CoT record renders the tool prompt (the model learns when not to
+    call); it round-trips, must be a bool, and is refused on RL records."""
+    from vital_jax.data.sft import tokenize_sft
+    from vital_jax.prompt import ChatRenderer, train_small_tokenizer
+
+    tok = train_small_tokenizer(["What is it? think answer"], vocab_size=300)
+    r = ChatRenderer(tok)
+    raw = GOOD[4]
+    plain = parse_record(raw, root=tmp_path)
+    tooled = parse_record({**raw, "use_tool": True}, root=tmp_path)
+    assert not plain.use_tool and tooled.use_tool and record_to_json(tooled)["use_tool"] is True
+    assert parse_record(record_to_json(tooled), root=tmp_path) == tooled
+    with_tools = tok.decode(tokenize_sft({"record": tooled}, r, None).ids)
+    assert "get_video_clip_frame" in with_tools
+    assert "get_video_clip_frame" not in tok.decode(tokenize_sft({"record": plain}, r, None).ids)
+    with pytest.raises(RecordError, match="use_tool"):
+        parse_record({**raw, "use_tool": "yes"}, root=tmp_path)
+    with pytest.raises(RecordError, match="use_tool"):
+        parse_record({**GOOD[0], "use_tool": True}, root=tmp_path)
+
+
 @pytest.mark.parametrize("suffix", [".json", ".jsonl"])
 def test_round_trip_through_files(tmp_path, suffix):
     recs = [parse_record(r, root=tmp_path, index=i) for i, r in enumerate(GOOD)]

@@ -44,7 +44,7 @@ KINDS: tuple[str, ...] = ("rl", "cot", "tool_cot")
 _QUESTION_KEYS = ("text", "question", "problem")
 _KNOWN_KEYS = frozenset(
     {"video", "image", "duration", "data_source", "options", "video_kwargs", "solution",
-     "tool_params", "observation", "answer", *_QUESTION_KEYS}
+     "tool_params", "observation", "answer", "use_tool", *_QUESTION_KEYS}
 )
 # Slack when checking annotated times against the duration (float rounding in annotations).
 TIME_TOLERANCE = 0.01
@@ -123,6 +123,9 @@ class Record:
     cot: str | None = None                # cot records: the whole target text
     tool: ToolTrajectory | None = None    # tool_cot records
     video_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # a CoT record trained under the tool prompt (system turn with the tools block): the model
+    # also learns to answer without calling (Tool-CoT records always use that prompt)
+    use_tool: bool = False
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     file: str = dataclasses.field(default="<memory>", compare=False)
     index: int = dataclasses.field(default=0, compare=False)
@@ -302,13 +305,20 @@ def parse_record(
         tool = ToolTrajectory(turns=(sol[0], sol[1]), tool_params=params, answer=answer, observation=observation)
         solution = Solution(answer=answer)
 
+    use_tool = raw.get("use_tool", False)
+    if not isinstance(use_tool, bool):
+        fail("use_tool", f"must be true or false, got {use_tool!r}")
+    if use_tool and kind == "rl":
+        fail("use_tool", "only SFT records (CoT) take it; RL prompts follow rl.use_tools")
+
     extra = {k: v for k, v in raw.items() if k not in _KNOWN_KEYS}
     if qkey != "text":
         extra["_question_key"] = qkey  # written back under the same key
     return Record(
         kind=kind, media_type=media_type, media=media, media_path=media_path,
         question=question, data_source=data_source, duration=duration, options=tuple(options),
-        solution=solution, cot=cot, tool=tool, video_kwargs=dict(video_kwargs), extra=extra,
+        solution=solution, cot=cot, tool=tool, video_kwargs=dict(video_kwargs), use_tool=use_tool,
+        extra=extra,
         file=str(file), index=index,
     )
 
@@ -345,6 +355,8 @@ def record_to_json(rec: Record) -> dict[str, Any]:
         out["options"] = list(rec.options)
     if rec.video_kwargs:
         out["video_kwargs"] = dict(rec.video_kwargs)
+    if rec.use_tool:
+        out["use_tool"] = True
     if rec.kind == "cot":
         out["solution"] = rec.cot
     elif rec.kind == "tool_cot":

@@ -32,7 +32,7 @@ def sft_messages(example: dict[str, Any], renderer, vision, clip=None) -> list:
     from vital_jax.prompt.templates import clip_caption
 
     rec: Record = example["record"]
-    use_tool = rec.kind == "tool_cot"
+    use_tool = rec.kind == "tool_cot" or rec.use_tool
     question = prompt_question(rec, example.get("question"))
     msgs = renderer.prompt_messages(question, vision, duration=rec.duration if rec.is_video else None,
                                     use_tool=use_tool)
