@@ -12,8 +12,8 @@ learn these tasks a little, and the clip tool must *matter*, as it does on real 
   *where* to look; only the dense clip tells *what* happened and *exactly when*. Decoy events
   (other event types, other colours) get no bar.
 - **Small vocabularies.** Four salient colours (also the four multiple-choice letters, in a fixed
-  order), two shapes, counts 1–4, intervals written ``(s.ss, e.ee)``, templated questions and
-  reasoning; big solid colours on dark flat backgrounds, muted moving distractors.
+  order), two shapes, counts 1–4, intervals written ``(s.s, e.e)``, templated questions and
+  short reasoning (one sentence a turn: every generated token is one a small model can get wrong); big solid colours on dark flat backgrounds, muted moving distractors.
 - **Difficulty levels** 1–3 shorten the event (3 → 1 s), add moving distractors (1 → 4) and
   decoy events (0 → 2), and widen the cue window, so DGRPO's difficulty weights and
   DeepVideo-R1's augmentation have something to act on.
@@ -333,7 +333,9 @@ def render_frames(scene: Scene, frame_indices: Sequence[int] | None = None) -> n
 
 
 def _fmt(t: float) -> str:
-    return f"{t:.2f}"
+    # one decimal, as the textual timestamps write times (event times are multiples of 0.5 s):
+    # every generated digit is one a small model can get wrong
+    return f"{t:.1f}"
 
 
 def interval_text(s: float, e: float) -> str:
@@ -394,13 +396,13 @@ def scene_tasks(scene: Scene) -> list[Task]:
         tasks.append(Task(
             "counting", f"How many times does the {e.colour} {e.shape} flash?", (), str(n),
             Solution(answer=str(n)), span,
-            f"the {e.colour} {e.shape} flashes {n} time{'s' if n > 1 else ''} between {_fmt(span[0])} and {_fmt(span[1])} seconds",
+            f"The {e.colour} {e.shape} flashes {n} time{'s' if n > 1 else ''}",
         ))
         return tasks
     e = scene.targets[0]
     letter = LETTERS[COLOUR_NAMES.index(e.colour)]
     iv = (e.start, e.end)
-    seen = f"{_subject(e)} is {e.colour} from {_fmt(e.start)} to {_fmt(e.end)} seconds"
+    seen = f"It is {e.colour} from {_fmt(e.start)} to {_fmt(e.end)} s"
     tasks.append(Task("grounding", _when_question(e), (), interval_text(*iv), Solution(interval=iv), iv, seen))
     tasks.append(Task("multiple_choice", _what_question(e), OPTIONS, letter, Solution(answer=letter), iv, seen))
     tasks.append(Task(
@@ -408,6 +410,15 @@ def scene_tasks(scene: Scene) -> list[Task]:
         f"{letter} {interval_text(*iv)}", Solution(answer=letter, interval=iv), iv, seen,
     ))
     return tasks
+
+
+def cue_window(scene: Scene) -> tuple[float, float]:
+    """The tool window of the SFT trajectories: the cue window (the white bar), which the coarse
+    frames can show and which holds every target event, clipped to the video, >= MIN_TOOL_WINDOW."""
+    s, e = max(0.0, scene.cue[0]), min(scene.duration, scene.cue[1])
+    if e - s < MIN_TOOL_WINDOW:
+        e = min(scene.duration, s + MIN_TOOL_WINDOW)
+    return (round(s, 2), round(e, 2))
 
 
 def noisy_window(rng: np.random.Generator, interval: tuple[float, float], duration: float) -> tuple[float, float]:
@@ -425,9 +436,8 @@ def noisy_window(rng: np.random.Generator, interval: tuple[float, float], durati
 
 def _records_for(scene: Scene, seed: int) -> dict[str, list[dict[str, Any]]]:
     """Raw MTVR-format dicts for one scene, by output file."""
-    rng = np.random.default_rng([seed, int(scene.video_id.split("_")[1]), 0x7001])
     media = f"videos/{scene.video_id}.mp4"
-    cue = f"{_fmt(scene.cue[0])} and {_fmt(scene.cue[1])}"
+    cue = f"{_fmt(scene.cue[0])} to {_fmt(scene.cue[1])}"
     out: dict[str, list[dict[str, Any]]] = {"sft_tool": [], "sft_cot": [], "rl": [], "eval": []}
     for task in scene_tasks(scene):
         base = {
@@ -446,16 +456,17 @@ def _records_for(scene: Scene, seed: int) -> dict[str, list[dict[str, Any]]]:
         if scene.split == "eval":
             out["eval"].append({**base, "solution": rl_solution})
             continue
-        reasoning = (f"The white bar marks the part of the video between {cue} seconds. "
-                     f"In the frames there, {task.finding}.")
+        # Short reasoning: where the coarse view shows the cue bar, then what the dense view
+        # shows. Every generated token is one a tiny model can get wrong, so no filler.
+        bar = f"The white bar spans {cue} s."
+        reasoning = f"{bar} {task.finding}."
         # the reference reasoning rides along as DeepVideo-R1's hint for hard prompts
         out["rl"].append({**base, "solution": rl_solution, "hint": reasoning})
-        ws, we = noisy_window(rng, task.evidence, scene.duration)
-        turn0 = (f"<think>The white bar marks the part of the video between {cue} seconds. "
-                 f"The sampled frames are too sparse to see {_subject(scene.targets[0])} clearly, "
-                 f"so I will look at the clip from {_fmt(ws)} to {_fmt(we)} seconds.</think> "
-                 + tool_call_text(ws, we))
-        turn1 = f"<think>In the clip, {task.finding}.</think> <answer>{task.answer}</answer>"
+        # The tool call asks for the cue window: what the coarse frames can show (the bar), and
+        # it always holds the target event (events sit >= 1 s inside it).
+        ws, we = cue_window(scene)
+        turn0 = f"<think>{bar}</think> " + tool_call_text(ws, we)
+        turn1 = f"<think>{task.finding}.</think> <answer>{task.answer}</answer>"
         out["sft_tool"].append({**base, "solution": [turn0, turn1],
                                 "tool_params": interval_text(ws, we), "answer": task.answer})
         cot = f"<think>{reasoning}</think> <answer>{task.answer}</answer>"
@@ -532,6 +543,6 @@ def load_scenes(out: str | os.PathLike) -> list[Scene]:
 __all__ = [
     "COLOURS", "COLOUR_NAMES", "DATA_SOURCE", "LETTERS", "LEVELS", "OPTIONS", "TASKS",
     "Event", "Scene", "SynthConfig", "Task",
-    "event_box", "generate", "interval_text", "load_scenes", "make_scene", "noisy_window",
+    "cue_window", "event_box", "generate", "interval_text", "load_scenes", "make_scene", "noisy_window",
     "render_frames", "scene_tasks", "text_corpus", "tool_call_text",
 ]
