@@ -1,35 +1,29 @@
-"""Learning is a correctness property: the trainers raise HELD-OUT reward on tasks a tiny model can
-learn, and do not when the advantage sign is flipped.
+"""Learning is a correctness property: RL raises HELD-OUT reward on a task a tiny model can
+learn, with each policy loss, and does not when the advantage sign is flipped.
 
 Everything goes through the real trainers (``run_sft``, ``run_rl``: grain pipeline, tool loop on the
-KV-cached sampler, VITAL rewards, group advantages, the configured policy loss, Adam) on a tiny
+KV-cached sampler, VITAL rewards, group advantages, the configured policy loss, AdamW) on a tiny
 Qwen2.5-VL (``ModelConfig.tiny``: 64 wide x 2 layers) with a small BPE tokenizer. Every record
-carries a blank 4 s video (the pipeline is the video one; the tasks live in the text and the tool).
-The held-out numbers are the trainer's own greedy evaluation (``rl.eval_every``) on records never
-used in training, at step 0 and at the end.
+carries a blank 4 s video (the pipeline is the video one; the task lives in the text). The held-out
+numbers are the trainer's own greedy evaluation (``rl.eval_every``) on prompts never used in
+training, at step 0 and at the end.
 
-1. **Policy losses** (``grpo``, ``dgrpo``, ``reg_grpo``, ``gspo``): a short SFT warm start teaches
-   the answer format with the option letter drawn at random, so the SFT model picks A-D at chance.
-   The reward then pays one option (C) on every prompt; the prompts differ (random words), and the
-   held-out prompts are new ones. From reward alone the policy must move to C: held-out accuracy
-   goes from about chance to near 1. With the advantage sign flipped it must not rise.
-   (Why a fixed option and not "copy the letter the prompt marks": that needs the 64-wide model to
-   learn a content-addressed attention read, which takes it >100 supervised steps and far more RL
-   steps than a test can spend; measured: 0.16 -> 0.34 held-out in 30 RL steps. The tool test
-   below is the prompt-dependent one.)
-2. **Through the tool loop**: the answer differs per record and only a text tool knows it
-   (``lookup`` reads it from the record's video name; the frames are blank). The SFT warm start
-   calls the tool in ~30 % of its trajectories (and then copies the tool's answer) and guesses in
-   the rest, so greedy decoding at step 0 guesses (chance). RL must learn to call the tool:
-   tool-call rate and held-out accuracy both rise.
-3. **SFT** fits a small multi-turn tool corpus (call with an argument copied from the question,
-   text observation, answer copied from the observation) to near-zero loss on the policy tokens
-   and reproduces held-out trajectories' format and arguments.
+The task: a short SFT warm start teaches the answer format with the option letter drawn from a
+prior that prefers A (0.4 / 0.2 / 0.2 / 0.2), independent of the prompt, so the SFT policy answers A
+greedily (held-out accuracy 0) and samples C one time in five. The reward pays option C on every
+prompt (the prompts differ by random words; the held-out ones are new). From reward alone, each of
+``grpo``, ``dgrpo``, ``reg_grpo`` and ``gspo`` must move the held-out greedy answer to C within 12
+steps; with the advantages negated the policy must not learn (it unlearns the format instead).
+
+What is NOT here, and why (measured while writing these; see the learning issue's note): a task
+whose answer depends on the prompt ("answer the letter the prompt marks", "copy the tool's answer")
+needs the 64-wide model to learn a content read by attention. Supervised, that took ~100-150 steps
+of 16; RL from a format-only start moved held-out accuracy 0.16 -> 0.34 in 30 steps, and a tool
+corpus SFT of 150 steps left the post-tool answer at chance. Too slow for a suite test.
 """
 
 import importlib
 import json
-import shutil
 
 import jax
 import numpy as np
@@ -43,8 +37,6 @@ LETTERS = "ABCD"
 WORDS = ("apple river stone cloud green tiger paper metal window garden silver candle orange music "
          "table bridge forest pencil rocket shadow").split()
 ANSWER_FMT = "<think>{think}</think><answer>{letter}</answer>"
-LOOKUP_CALL = '<think>look</think><tool_call>{"name": "lookup", "arguments": {"key": "%s"}}</tool_call>'
-GUESS = "guess"
 PRIOR = (0.4, 0.2, 0.2, 0.2)         # the SFT warm start's letter frequencies (A..D)
 QUIET = dict(log=lambda s: None)
 
@@ -84,10 +76,6 @@ def make_world(root):
 
     (root / "v").mkdir()
     write_video(root / "v" / "blank.mp4", np.full((8, 32, 32, 3), 60, np.uint8), 2.0)
-    # the tool's answer is in the video's NAME (the frames are identical): one copy per key
-    keys = [f"{L}{i}" for L in LETTERS for i in range(12)]
-    for k in keys:
-        shutil.copy(root / "v" / "blank.mp4", root / "v" / f"{k}.mp4")
     rng = np.random.default_rng(0)
     base = {"duration": 4.0, "data_source": "synthetic/multiple_choice"}
 
@@ -96,17 +84,6 @@ def make_world(root):
         return [{**base, "video": "v/blank.mp4", "text": f"Words: {_words(r)}. Which option is right?",
                  "options": [f"{L}." for L in LETTERS], "solution": "C"} for _ in range(n)]
 
-    def lookup(n, seed, keyset):              # the tool task: the answer is the key's letter
-        r = np.random.default_rng(seed)
-        out = []
-        for _ in range(n):
-            k = keyset[r.integers(len(keyset))]
-            out.append({**base, "video": f"v/{k}.mp4", "text": f"Item {k[1:]}. Words: {_words(r)}. Which letter?",
-                        "solution": k[0], "key": k})
-        return out
-
-    train_keys = [k for k in keys if int(k[1:]) < 8]
-    held_keys = [k for k in keys if int(k[1:]) >= 8]
     # 1) fixed option: SFT on the format with a random letter, RL and held-out prompts
     # the SFT prior prefers A (greedy answers A at step 0: accuracy 0); C is sampled 1 time in 5
     sft_fixed = [{**r, "solution": ANSWER_FMT.format(think="ok", letter=rng.choice(list(LETTERS), p=PRIOR))}
@@ -114,30 +91,9 @@ def make_world(root):
     _write(root / "fixed_sft.jsonl", sft_fixed)
     _write(root / "fixed_rl.jsonl", fixed(256, 2))
     _write(root / "fixed_eval.jsonl", fixed(64, 3))
-    # 2) tool: 30 % call lookup and copy its answer, 70 % guess (under the same tool prompt)
-    rows = []
-    for r in lookup(768, 4, train_keys):
-        if rng.random() < 0.3:
-            rows.append({**r, "solution": [LOOKUP_CALL % r["key"], ANSWER_FMT.format(think="ok", letter=r["solution"])],
-                         "observation": f"The answer is {r['solution']}.", "answer": r["solution"]})
-        else:
-            rows.append({**r, "use_tool": True,
-                         "solution": ANSWER_FMT.format(think=GUESS, letter=LETTERS[rng.integers(4)])})
-    _write(root / "tool_sft.jsonl", rows)
-    _write(root / "tool_rl.jsonl", lookup(256, 5, train_keys))
-    _write(root / "tool_eval.jsonl", lookup(64, 6, held_keys))
-    # 3) SFT corpus: every trajectory calls lookup with the question's item key
-    calls = [{**r, "solution": [LOOKUP_CALL % r["key"], ANSWER_FMT.format(think="ok", letter=r["solution"])],
-              "observation": f"The answer is {r['solution']}.", "answer": r["solution"]}
-             for r in lookup(96, 7, train_keys)]
-    _write(root / "calls_sft.jsonl", calls)
-    _write(root / "calls_eval.jsonl", lookup(32, 8, held_keys))
-
-    corpus = ([templates.DEFAULT_SYSTEM + templates.tools_block([templates.CLIP_TOOL_SCHEMA])] * 50
-              + [templates.user_text(r["text"], duration=4.0, use_tool=u) for r in fixed(100, 9) + lookup(100, 9, keys)
-                 for u in (True, False)]
-              + [ANSWER_FMT.format(think=t, letter=L) for t in ("ok", GUESS) for L in LETTERS] * 20
-              + [LOOKUP_CALL % k for k in keys] * 5 + [f"The answer is {L}." for L in LETTERS] * 20)
+    corpus = ([templates.DEFAULT_SYSTEM] * 20
+              + [templates.user_text(r["text"], duration=4.0, use_tool=False) for r in fixed(200, 9)]
+              + [ANSWER_FMT.format(think="ok", letter=L) for L in LETTERS] * 20)
     tok = train_small_tokenizer(corpus, vocab_size=700)
     cfg = tiny_config_for(tok)
     _, params = init_params(cfg, seed=0)
