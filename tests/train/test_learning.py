@@ -25,7 +25,6 @@ corpus SFT of 150 steps left the post-tool answer at chance. Too slow for a suit
 import importlib
 import json
 
-import jax
 import numpy as np
 import pytest
 
@@ -49,17 +48,6 @@ def _write(path, rows):
     with open(path, "w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
-
-
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    """The runs below compile the same programs: a persistent XLA cache for this module only."""
-    old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    yield
-    jax.config.update("jax_compilation_cache_dir", old[0])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
 
 
 @pytest.fixture(scope="module")

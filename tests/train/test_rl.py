@@ -101,18 +101,6 @@ def test_episode_rows_mask_truncated_and_broken_episodes():
 
 
 @pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    """The three runs below compile the same programs: a persistent XLA cache for this module
-    only (restored afterwards, so compile-counting tests elsewhere see normal compiles)."""
-    old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    yield
-    jax.config.update("jax_compilation_cache_dir", old[0])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
-
-
-@pytest.fixture(scope="module")
 def suite(tmp_path_factory):
     out = tmp_path_factory.mktemp("synthetic")
     generate(out, SynthConfig(num=6, seed=5, min_seconds=20, max_seconds=22, size=32, eval_fraction=0.0))
