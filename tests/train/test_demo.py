@@ -65,7 +65,10 @@ def test_model_knobs_resize_the_demo_model_only(tmp_path):
     assert demo_model_config(DemoConfig(), base) == base
     assert init_model(DemoConfig(), tmp_path) is None
     sft, rl = stage_configs(DemoConfig(), tmp_path)
-    assert sft.model.init_from is None and sft.data.sft_files == ("sft_tool.jsonl",)
+    assert sft.model.init_from is None and sft.data.sft_files == ("sft_tool.jsonl", "sft_cot.jsonl")
+    # the demo's vision settings reach both stages (and, through the checkpoints, the evaluation)
+    assert sft.data.vision == rl.data.vision and sft.data.vision.text_timestamps
+    assert sft.data.vision.max_pixels == DemoConfig().frame_pixels and rl.rl.dynamic_sampling
 
     demo = DemoConfig(model_hidden=96, model_layers=3, vision_hidden=48, vision_depth=2,
                       sft_files=("sft_tool.jsonl", "sft_cot.jsonl"))
