@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from vital_jax import rl
 from vital_jax.rl.rewards import parse_choice, parse_span
-from vital_jax.rl.text_metrics import lcs_length, rouge_l, rouge_mean, rouge_n, word_error_rate
+from vital_jax.rl.text_metrics import rouge_mean, rouge_scores, word_error_rate
 
 T = "<think>reasoning</think>"
 CALL = '<tool_call>{"name": "get_video_clip_frame", "arguments": {"start_time": 1.0, "end_time": 5.0}}</tool_call>'
@@ -38,6 +38,9 @@ TABLE = [
     # hacks: total 0, every component 0
     ("hack_every_option", "multiple_choice", T + "<answer>A, B, C, D</answer>", "B", {}, dict(hack=1, total=0, accuracy=0, format=0)),
     ("hack_two_options", "multiple_choice", T + "<answer>A or B</answer>", "B", {}, dict(hack=1, total=0)),
+    ("hack_options_spaced", "multiple_choice", T + "<answer>A B C D</answer>", "B", {}, dict(hack=1, total=0, format=0)),
+    ("hack_options_newlines", "multiple_choice", T + "<answer>B\nC</answer>", "B", {}, dict(hack=1, total=0)),
+    ("mc_article_a_not_a_choice", "multiple_choice", T + "<answer>A man opens it, so B</answer>", "B", {}, dict(accuracy=1, hack=0)),
     ("hack_options_with_text", "multiple_choice", T + "<answer>A) cat B) dog C) fish D) bird</answer>", "B", {}, dict(hack=1, total=0)),
     ("hack_empty_answer", "multiple_choice", T + CALL + T + "<answer>  </answer>", "B", dict(num_tool_calls=2), dict(hack=1, total=0, tool=0)),
     ("hack_two_answer_blocks", "multiple_choice", T + "<answer>B</answer><answer>B</answer>", "B", {}, dict(hack=1, total=0)),
@@ -145,12 +148,14 @@ def test_parsers():
 
 
 def test_text_metrics_known_values():
-    assert rouge_n("the cat sat on the mat", "the cat sat on the mat", 2) == 1.0
-    assert rouge_n("the cat", "a dog", 1) == 0.0
+    got = rouge_scores("the cat sat on the mat", "the cat sat on the mat")
+    assert got == {"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0}
+    assert rouge_scores("the cat", "a dog")["rouge1"] == 0.0
     # clipped counts: "the the the" vs "the cat": overlap 1, P = 1/3, R = 1/2 -> F = 0.4
-    assert rouge_n("the cat", "the the the", 1) == pytest.approx(0.4)
-    assert lcs_length("a b c d e".split(), "a x c y e".split()) == 3
-    assert rouge_l("a b c d e", "a x c y e") == pytest.approx(0.6)
+    assert rouge_scores("the cat", "the the the")["rouge1"] == pytest.approx(0.4)
+    assert rouge_scores("a b c d e", "a x c y e")["rougeL"] == pytest.approx(0.6)
+    # stemmed, as VITAL's reward: "running dogs" matches "the dog runs" on both stems
+    assert rouge_scores("the dog runs", "running dogs")["rouge1"] == pytest.approx(0.8)
     assert rouge_mean("", "something") == 0.0
     assert word_error_rate("a b c", "a c") == pytest.approx(1 / 3)
     assert word_error_rate("a b", "x y z w") == pytest.approx(2.0)  # >1 before the reward clamps it
@@ -161,8 +166,8 @@ def test_text_metrics_known_values():
        st.lists(st.sampled_from("the a red car man dog opens door 3 10".split()), min_size=1, max_size=12))
 def test_rouge_properties(ref, pred):
     r, p = " ".join(ref), " ".join(pred)
-    for score in (rouge_n(r, p, 1), rouge_n(r, p, 2), rouge_l(r, p)):
-        assert 0.0 <= score <= 1.0
-    assert rouge_n(r, p, 1) == pytest.approx(rouge_n(p, r, 1))  # F1 is symmetric
-    assert rouge_l(r, p) <= rouge_n(r, p, 1) + 1e-12  # an LCS is a subset of the unigram overlap
+    got = rouge_scores(r, p)
+    assert all(0.0 <= v <= 1.0 for v in got.values())
+    assert got["rouge1"] == pytest.approx(rouge_scores(p, r)["rouge1"])  # F1 is symmetric
+    assert got["rougeL"] <= got["rouge1"] + 1e-12  # an LCS is a subset of the unigram overlap
     assert rouge_mean(r, r) == pytest.approx(1.0 if len(ref) > 1 else 2 / 3)  # one word: no bigrams

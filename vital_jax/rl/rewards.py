@@ -201,6 +201,14 @@ _CHOICE = re.compile(r"(?<![A-Za-z0-9'])[(\[]?([A-Z])(?=[)\]]|\s*(?:[.,;:/&]|\ba
 # A letter marker followed by option text: "B. a dog", "(C) The cat".
 _MARKED_OPTION = re.compile(r"(?<![A-Za-z0-9'])[(\[]?([A-Z])[)\].:]\s+[A-Za-z]*[a-z]")
 _LONE_CAPITAL = re.compile(r"(?<![A-Za-z])([A-Z])(?![A-Za-z])")
+# "A" as an article ("A man opens the door") is not an option letter; neither is the pronoun "I"
+_ARTICLE_A = re.compile(r"A(?=\s+[a-z])")
+
+
+def _option_letters(text: str) -> set[str]:
+    """Every standalone capital that can be an option letter, however it is separated."""
+    return {m.group(1) for m in _LONE_CAPITAL.finditer(text)
+            if m.group(1) != "I" and not _ARTICLE_A.match(text, m.start())}
 
 
 def parse_choice(text: str) -> tuple[str | None, bool]:
@@ -211,7 +219,7 @@ def parse_choice(text: str) -> tuple[str | None, bool]:
     if lead and len(set(marked)) == 1:
         return lead.group(1), False  # "D. Both A and C" is one choice, D
     choices = list(dict.fromkeys(_CHOICE.findall(text)))
-    if len(choices) > 1:
+    if len(choices) > 1 or len(_option_letters(text)) > 1:   # "A or B", "A B C D", "B, not C"
         return None, True
     if choices:
         return choices[0], False

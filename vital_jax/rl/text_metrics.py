@@ -1,63 +1,30 @@
-"""Plain-Python text metrics for rewards: ROUGE-1/2/L F-measure and word error rate.
+"""Text metrics for rewards: ROUGE (the ``rouge-score`` library) and word error rate.
 
-ROUGE follows the usual definition (as in Google's ``rouge_score`` with its default tokenizer):
-lower-case, every run of characters outside ``[a-z0-9]`` is a separator; ROUGE-N F1 on clipped
-n-gram counts; ROUGE-L F1 on the longest common subsequence. We do **not** stem (``rouge_score``
-with ``use_stemmer=True``, which VITAL used, applies the Porter stemmer to tokens longer than 3
-characters), so "running" and "run" do not match here.
+ROUGE is Google's ``rouge_score`` with ``use_stemmer=True``, as VITAL's free-form reward used it
+(lower-case, non-alphanumerics split, Porter stemming: "running" matches "run"); F-measures of
+ROUGE-1, ROUGE-2 and ROUGE-L.
 """
 
 from __future__ import annotations
 
-import re
-from collections import Counter
-
-_NON_ALNUM = re.compile(r"[^a-z0-9]+")
+import functools
 
 
-def rouge_tokens(text: str) -> list[str]:
-    return _NON_ALNUM.sub(" ", text.lower()).split()
+@functools.cache
+def _scorer():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
 
 
-def _f1(overlap: int, n_pred: int, n_ref: int) -> float:
-    if overlap == 0 or n_pred == 0 or n_ref == 0:
-        return 0.0
-    p, r = overlap / n_pred, overlap / n_ref
-    return 2 * p * r / (p + r)
-
-
-def rouge_n(reference: str | list[str], prediction: str | list[str], n: int) -> float:
-    """ROUGE-N F1: clipped n-gram overlap between prediction and reference."""
-    ref = rouge_tokens(reference) if isinstance(reference, str) else reference
-    pred = rouge_tokens(prediction) if isinstance(prediction, str) else prediction
-    ref_grams = Counter(tuple(ref[i : i + n]) for i in range(len(ref) - n + 1))
-    pred_grams = Counter(tuple(pred[i : i + n]) for i in range(len(pred) - n + 1))
-    overlap = sum((ref_grams & pred_grams).values())
-    return _f1(overlap, sum(pred_grams.values()), sum(ref_grams.values()))
-
-
-def lcs_length(a: list[str], b: list[str]) -> int:
-    """Longest common subsequence length, O(len(a)·len(b)) time, O(len(b)) memory."""
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
-
-
-def rouge_l(reference: str | list[str], prediction: str | list[str]) -> float:
-    """ROUGE-L F1 from the longest common subsequence of tokens."""
-    ref = rouge_tokens(reference) if isinstance(reference, str) else reference
-    pred = rouge_tokens(prediction) if isinstance(prediction, str) else prediction
-    return _f1(lcs_length(ref, pred), len(pred), len(ref))
+def rouge_scores(reference: str, prediction: str) -> dict[str, float]:
+    """F1 of ``rouge1``, ``rouge2`` and ``rougeL`` (stemmed)."""
+    return {k: float(v.fmeasure) for k, v in _scorer().score(reference, prediction).items()}
 
 
 def rouge_mean(reference: str, prediction: str) -> float:
     """Mean of ROUGE-1, ROUGE-2 and ROUGE-L F1 (Video-R1's free-form reward)."""
-    ref, pred = rouge_tokens(reference), rouge_tokens(prediction)
-    return (rouge_n(ref, pred, 1) + rouge_n(ref, pred, 2) + rouge_l(ref, pred)) / 3.0
+    return sum(rouge_scores(reference, prediction).values()) / 3.0
 
 
 def word_error_rate(reference: str, hypothesis: str) -> float:
