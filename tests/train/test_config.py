@@ -210,3 +210,14 @@ def test_mesh_resolve_errors(mesh, n):
 def test_mesh_from_overrides_resolves():
     cfg = load_config(None, ["mesh.data=2", "mesh.fsdp=-1", "mesh.tensor=2"])
     assert cfg.mesh.resolve(8) == (2, 2, 2)
+
+
+def test_vital_train_missing_data_file_is_one_line(tmp_path, capsys):
+    """A missing annotation file ends ``vital train`` with one line naming the file (exit 2),
+    not a traceback."""
+    from vital_jax.cli import main
+
+    rc = main(["train", f"data.root={tmp_path}", f"out_dir={tmp_path / 'run'}", "sft.steps=1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert err[0].startswith("vital train: error:") and "sft_tool.jsonl" in err[0]

@@ -52,6 +52,7 @@ def run(args) -> int:
         raise CommandError(f"{ckpt_dir} already has checkpoints (drop --no-resume to continue that run)")
     from jax.errors import JaxRuntimeError
 
+    from vital_jax.data.records import DataFileError, RecordError
     from vital_jax.train.batch import BatchError
     from vital_jax.train.common import TrainingError
     from vital_jax.train.distributed import (
@@ -69,7 +70,7 @@ def run(args) -> int:
             from vital_jax.train.rl import run_rl
 
             out = run_rl(cfg)
-    except (ConfigError, TrainingError, BatchError) as e:
+    except (ConfigError, TrainingError, BatchError, DataFileError, RecordError) as e:
         if is_multiprocess():   # the peers may be blocked in a collective on us: exit at once
             exit_now(f"vital train: error: process {_rank()}: {e}", 2)
         raise CommandError(str(e)) from None

@@ -100,10 +100,11 @@ def run_sft(cfg: RunConfig, *, resume: bool = True, log=print) -> dict:
     from vital_jax.train.step import TrainSteps, abstract_state, init_state
 
     per_host = _check_batch(cfg)
+    records = sft_records(cfg)          # a bad data file fails now, before the model is built
     run = Run.create(cfg)
     mcfg, mesh = run.model_cfg, run.mesh
     renderer = ChatRenderer(run.tok)
-    it = sft_iterator(sft_records(cfg), PipelineConfig(seed=cfg.data.seed, shuffle=cfg.data.shuffle),
+    it = sft_iterator(records, PipelineConfig(seed=cfg.data.seed, shuffle=cfg.data.shuffle),
                       batch_size=per_host, load=SFTFeatures(renderer, cfg.data.vision))
     optimizer = make_optimizer(cfg.sft.optim, cfg.sft.steps, freeze_vision=mcfg.runtime.freeze_vision)
     state, state_sh = init_state(mcfg, optimizer, run.params, mesh)
