@@ -221,3 +221,12 @@ def test_vital_train_missing_data_file_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
     assert err[0].startswith("vital train: error:") and "sft_tool.jsonl" in err[0]
+
+
+@pytest.mark.parametrize("key", ["loss", "advantage", "kl_estimator", "aggregation"])
+def test_unknown_registered_names_are_config_errors(key):
+    """rl.loss=foo (and the other registry-named keys) fail when the config is read, naming the
+    key and the known names."""
+    with pytest.raises(ConfigError, match=rf"rl\.{key}: unknown .*'foo'; known: "):
+        load_config(None, [f"rl.{key}=foo"])
+    load_config(None, ["rl.loss=GSPO", "rl.advantage=grpo"])   # names are case-insensitive

@@ -188,6 +188,22 @@ class RLConfig:
     difficulty: DifficultyConfig = DifficultyConfig()
     optim: OptimConfig = OptimConfig(learning_rate=1e-4, warmup_steps=0, schedule="constant")
 
+    def __post_init__(self):
+        # names that pick a registered function are checked when the config is read (a typo is
+        # an error naming the key, not a KeyError at the first update); custom registrations made
+        # before the config is read count
+        from vital_jax.rl import ADVANTAGES, AGGREGATIONS, KL_ESTIMATORS, POLICY_LOSSES
+
+        for key, reg, value in (("loss", POLICY_LOSSES, self.loss), ("advantage", ADVANTAGES, self.advantage),
+                                ("kl_estimator", KL_ESTIMATORS, self.kl_estimator),
+                                ("aggregation", AGGREGATIONS, self.aggregation)):
+            if value is None:
+                continue
+            try:
+                reg.canonical(value)
+            except (KeyError, TypeError) as e:
+                raise ConfigError(f"{key}: {e.args[0]}") from None
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RunConfig:
