@@ -82,6 +82,49 @@ def test_rl_loss_is_the_policy_loss_on_episode_tokens(tiny, loss):
     np.testing.assert_allclose(total, float(ref), rtol=1e-5, atol=1e-7)
 
 
+def test_sampler_logprobs_reach_the_update(tiny):
+    """Rows carry the sampler's log-probs into the batch; the update reports the sampler/trainer
+    gap over policy tokens (mean, and a max over every micro-batch), and ``rl.tis_cap`` weights the
+    loss by the truncated importance ratio (= policy_loss with ``sampler_logp``)."""
+    cfg, params = tiny
+    rows = _rows(cfg, np.random.default_rng(2))
+    b0 = build_batch(cfg, rows, micro_batches=2, token_buckets=[32], vision_buckets=[64])
+    assert "sampler_logp" not in b0                      # rows without log-probs (SFT)
+    logp = np.asarray(jax.lax.map(lambda mb: token_logps(cfg, params, mb), jax.tree.map(jnp.asarray, b0)))
+    shift = np.where(np.asarray(b0["loss_mask"]) > 0, 0.01 * np.arange(logp.size).reshape(logp.shape) % 0.3, 0.0)
+    flat_lp, flat_shift = logp.reshape(len(rows), -1), shift.reshape(len(rows), -1)
+    for i, r in enumerate(rows):
+        n = len(r.ids)
+        r.logprobs = list(flat_lp[i, :n] - flat_shift[i, :n])
+    b = jax.tree.map(jnp.asarray, build_batch(cfg, rows, micro_batches=2, token_buckets=[32], vision_buckets=[64]))
+    real = np.asarray(b["attention_mask"]) > 0                 # padding stays 0
+    np.testing.assert_allclose(np.asarray(b["sampler_logp"]), np.where(real, logp - shift, 0.0), atol=1e-6)
+    mask = np.asarray(b["loss_mask"])
+    for tis in (None, 1.5):
+        rl = load_config(None, ["rl.loss=grpo", "rl.group_size=2"] + ([f"rl.tis_cap={tis}"] if tis else [])).rl
+        ctx = {"token_count": jnp.sum(b["loss_mask"][:, :, 1:]), "num_micro": 2}
+        loss, m = jax.jit(lambda p, mb: rl_mod.rl_loss(cfg, rl, p, mb, ctx))(params, jax.tree.map(lambda x: x[0], b))
+        gap = np.abs(shift[0]) * mask[0]
+        assert float(m["logp_mismatch_mean"]) == pytest.approx(gap.sum() / mask[0].sum(), rel=1e-4)
+        assert float(m["logp_mismatch_max"]) == pytest.approx(gap.max(), rel=1e-4)
+        ref, _ = policy_loss("grpo", logp=jnp.asarray(logp[0]), old_logp=jnp.asarray(logp[0]),
+                             advantages=b["advantages"][0], mask=b["loss_mask"][0], group_size=2,
+                             token_count=ctx["token_count"],
+                             **({"sampler_logp": b["sampler_logp"][0], "is_cap": tis} if tis else {}))
+        np.testing.assert_allclose(float(loss), float(ref), rtol=1e-5, atol=1e-7)
+    # the step's metrics: ``*_max`` is the maximum over micro-batches, the rest their mean
+    from vital_jax.train.optim import make_optimizer
+    from vital_jax.train.step import TrainState, train_step
+
+    rl = load_config(None, ["rl.loss=grpo", "rl.group_size=2"]).rl
+    opt = make_optimizer(rl.optim, 1)
+    _, got = jax.jit(lambda st, bb: train_step(lambda p, mb, c: rl_mod.rl_loss(cfg, rl, p, mb, c), opt, st, bb))(
+        TrainState(jnp.zeros((), jnp.int32), params, opt.init(params)), b)
+    assert float(got["logp_mismatch_max"]) == pytest.approx(float((np.abs(shift) * mask).max()), rel=1e-4)
+    with pytest.raises(Exception, match="tis_cap"):
+        load_config(None, ["rl.loss=reg_grpo", "rl.tis_cap=2"])
+
+
 def test_episode_rows_mask_truncated_and_broken_episodes():
     ep = Episode(EpisodeRequest("q", "v.mp4"))
     ep._add("prompt", [1, 2, 3], 0)
@@ -144,6 +187,7 @@ def test_rl_run_resumes_exactly(suite, tmp_path, monkeypatch, compile_cache):
         for s in (1, 2, 3):
             assert b[s][key] == pytest.approx(a[s][key], rel=1e-6, abs=1e-9), (key, s)
     assert a[3]["rl/grad_norm"] > 0          # the update did something
+    assert a[3]["rl/logp_mismatch_max"] < 1e-3   # the sampler's log-probs are the trainer's (f32)
     for key in ("rl/time_rollout_s", "rl/time_update_s", "rl/tool_call_rate", "rl/entropy", "rl/clip_fraction"):
         assert np.isfinite(a[3][key])
     # difficulty state travelled through the checkpoint

@@ -38,6 +38,7 @@ class Sequence_:
     advantage: float = 0.0
     group: int = 0                       # RL: prompt group (rows of a group are contiguous)
     generated: Sequence[int] | None = None  # 1 on tokens the policy sampled (default: loss_mask)
+    logprobs: Sequence[float] | None = None  # RL: the sampler's log-prob of each token (0 off policy tokens)
 
 
 def _bucket(n: int, buckets: Sequence[int], what: str, row: int) -> int:
@@ -54,8 +55,9 @@ def build_batch(cfg: ModelConfig, rows: Sequence[Sequence_], *, micro_batches: i
     """NumPy batch pytree with leading ``[M, b]`` dims (see the module docstring).
 
     Keys: ``input_ids, attention_mask, position_ids [M, 3, b, L], loss_mask (float32),
-    vis_index, advantages [M, b]`` and ``vision`` (a dict of the tower's layout
-    arrays, ``[M, b, N, ...]``) when any row has a visual input.
+    vis_index, advantages [M, b]``, ``vision`` (a dict of the tower's layout
+    arrays, ``[M, b, N, ...]``) when any row has a visual input, and ``sampler_logp`` ``[M, b, L]``
+    when every row carries the sampler's log-probs (RL).
     """
     n = len(rows)
     if n == 0 or n % micro_batches:
@@ -71,6 +73,7 @@ def build_batch(cfg: ModelConfig, rows: Sequence[Sequence_], *, micro_batches: i
     pos = np.ones((3, n, L), np.int32)
     vis_index = np.full((n, L), -1, np.int32)
     adv = np.zeros((n,), np.float32)
+    sampler_logp = np.zeros((n, L), np.float32) if all(r.logprobs is not None for r in rows) else None
     patches = [int(sum(np.prod(np.asarray(x.grid_thw)) for x in r.visuals)) for r in rows]
     use_vision = with_vision and max(patches) > 0
     if patch_len is not None:
@@ -90,6 +93,10 @@ def build_batch(cfg: ModelConfig, rows: Sequence[Sequence_], *, micro_batches: i
         row_ids = np.asarray(r.ids, np.int32)
         ids[i, :k], attn[i, :k], loss[i, :k] = row_ids, 1, np.asarray(r.loss_mask, np.float32)
         adv[i] = r.advantage
+        if sampler_logp is not None:
+            if len(r.logprobs) != k:
+                raise BatchError(f"row {i}: {len(r.logprobs)} sampler log-probs for {k} tokens")
+            sampler_logp[i, :k] = np.asarray(r.logprobs, np.float32)
         # a policy can *generate* vision special tokens; the sampler embedded those as text, so
         # only tokens the host inserted are placeholders or drive M-RoPE positions
         gen = np.asarray(r.loss_mask if r.generated is None else r.generated) > 0
@@ -124,6 +131,8 @@ def build_batch(cfg: ModelConfig, rows: Sequence[Sequence_], *, micro_batches: i
            "position_ids": split(pos, axis=1), "vis_index": split(vis_index), "advantages": split(adv)}
     if vis is not None:
         out["vision"] = {k: split(x) for k, x in vis.items()}
+    if sampler_logp is not None:
+        out["sampler_logp"] = split(sampler_logp)
     return out
 
 
@@ -133,6 +142,7 @@ BATCH_AXES: dict[str, tuple] = {
     "loss_mask": (None, "batch", None), "position_ids": (None, None, "batch", None),
     "vis_index": (None, "batch", None), "advantages": (None, "batch"),
     "ref_logp": (None, "batch", None), "old_logp": (None, "batch", None),
+    "sampler_logp": (None, "batch", None),
 }
 VISION_AXES: dict[str, tuple] = {
     "pixels": (None, "batch", None, None), "perm": (None, "batch", None), "seg_window": (None, "batch", None),

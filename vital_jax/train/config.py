@@ -178,6 +178,9 @@ class RLConfig:
     use_tools: bool = True
     tool_bonus: float = 0.0
     mask_truncated: bool = True           # over-long / cut-off episodes get no gradient (DAPO, VITAL)
+    # truncated importance sampling: each policy token's loss weighted by
+    # min(exp(log p_trainer - log p_sampler), tis_cap) (None: off; not for reg_grpo)
+    tis_cap: float | None = None
     dynamic_sampling: bool = False        # DAPO: drop all-equal groups, refill
     max_refills: int = 2
     max_bad_steps: int = 5                # NaN/inf updates skipped before the run stops
@@ -203,6 +206,11 @@ class RLConfig:
                 reg.canonical(value)
             except (KeyError, TypeError) as e:
                 raise ConfigError(f"{key}: {e.args[0]}") from None
+        if self.tis_cap is not None:
+            if not self.tis_cap > 0:
+                raise ConfigError(f"tis_cap: must be > 0 (or null for off), got {self.tis_cap}")
+            if POLICY_LOSSES.canonical(self.loss) == "reg_grpo":
+                raise ConfigError("tis_cap: truncated importance sampling does not apply to reg_grpo")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -51,6 +51,8 @@ def rl_loss(mcfg, rl, params, mb, ctx):
     mask = mb["loss_mask"]
     old = mb["old_logp"] if "old_logp" in mb else jax.lax.stop_gradient(logp)
     options: dict[str, Any] = {}
+    if rl.tis_cap is not None:      # truncated importance sampling for the sampler/trainer mismatch
+        options.update(sampler_logp=mb["sampler_logp"], is_cap=rl.tis_cap)
     if rl.loss.lower().replace("-", "_") not in ("reg_grpo", "reggrpo", "gspo"):
         options["epsilon"] = rl.epsilon
         if rl.epsilon_high is not None:
@@ -68,6 +70,12 @@ def rl_loss(mcfg, rl, params, mb, ctx):
     metrics = dict(metrics)
     metrics["entropy"] = jnp.sum(ent * mask) / jnp.maximum(jnp.sum(mask), 1.0)
     metrics["policy_tokens"] = jnp.sum(mask)
+    if "sampler_logp" in mb:
+        # |log p_trainer - log p_sampler| of the rollout policy on its own tokens: numerical drift
+        # between the KV-cached sampler and the training forward (verl's rollout_probs_diff)
+        gap = jnp.abs(jax.lax.stop_gradient(old) - mb["sampler_logp"]) * mask
+        metrics["logp_mismatch_mean"] = jnp.sum(gap) / jnp.maximum(jnp.sum(mask), 1.0)
+        metrics["logp_mismatch_max"] = jnp.max(gap)
     metrics.pop("loss", None)
     return loss, metrics
 
@@ -179,7 +187,8 @@ def episode_row(ep, advantage: float, group: int, *, mask_truncated: bool = True
     if (ep.truncated and mask_truncated) or ep.end_reason == "video_error":
         mask = [0] * len(ids)
     gen = list(ep.loss_mask) if ep.ids else [0]
-    return Sequence_(ids, mask, list(ep.visuals) if ep.ids else [], advantage, group, generated=gen)
+    return Sequence_(ids, mask, list(ep.visuals) if ep.ids else [], advantage, group, generated=gen,
+                     logprobs=list(ep.logprobs) if ep.ids else [0.0])
 
 
 # --------------------------------------------------------------------------- trainer
@@ -468,7 +477,7 @@ class RLTrainer:
                 self.state, m = self.train(self.state, batch, bsh)
                 out.append(host_metrics(m))
         self.sampler.params = self.policy_view(self.state.params)
-        m = {k: float(np.mean([o[k] for o in out])) for k in out[0]}
+        m = {k: float((np.max if k.endswith("_max") else np.mean)([o[k] for o in out])) for k in out[0]}
         m["skipped"] = float(max(o["skipped"] for o in out))
         return m
 

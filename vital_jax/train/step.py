@@ -100,7 +100,8 @@ def train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, state
 
     zeros = jax.tree.map(jnp.zeros_like, state.params)
     (grads, loss), metrics = jax.lax.scan(one, (zeros, jnp.zeros((), jnp.float32)), batch)
-    metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+    # per-micro-batch metrics: means, except ``*_max`` ones (a maximum over the whole batch)
+    metrics = {k: (jnp.max if k.endswith("_max") else jnp.mean)(m, axis=0) for k, m in metrics.items()}
     gnorm = optax.tree.norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
