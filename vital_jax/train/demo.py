@@ -182,9 +182,7 @@ def stage_configs(demo: DemoConfig, out: Path, init: Path | None = None) -> tupl
     """The SFT and RL run configs of the demo (written next to the runs, usable with vital train).
     ``init``: the model SFT starts from (None: a fresh ``tiny`` preset)."""
     data = out / "data"
-    vision = {"max_frames": demo.frames, "min_pixels": demo.frame_pixels, "max_pixels": demo.frame_pixels,
-              "clip_max_frames": demo.clip_frames, "clip_max_pixels": demo.clip_pixels,
-              "text_timestamps": demo.text_timestamps}
+    vision = dataclasses.asdict(demo_vision(demo))
     common = {"seed": demo.seed, "data": {"root": str(data), "seed": demo.seed, "token_buckets": [768],
                                           "vision_buckets": [vision_patches(demo)], "vision": vision},
               "mesh": {"data": -1}, "checkpoint": {"every": 0, "keep": 1}}
