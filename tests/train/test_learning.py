@@ -18,7 +18,7 @@ steps; with the advantages negated the policy must not learn (it unlearns the fo
 What is NOT here, and why (measured while writing these; see the learning issue's note): a task
 whose answer depends on the prompt ("answer the letter the prompt marks", "copy the tool's answer")
 needs the 64-wide model to learn a content read by attention. Supervised, that took ~100-150 steps
-of 16; RL from a format-only start moved held-out accuracy 0.16 -> 0.34 in 30 steps, and a tool
+of 16; RL from a format-only start moved the sampled (training) accuracy 0.16 -> 0.34 in 30 steps, and a tool
 corpus SFT of 150 steps left the post-tool answer at chance. Too slow for a suite test.
 """
 
