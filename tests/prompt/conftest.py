@@ -19,6 +19,8 @@ def small_tok():
     return train_small_tokenizer(corpus, vocab_size=600)
 
 
-@pytest.fixture(scope="session", params=["qwen", "small"])
+@pytest.fixture(scope="session", params=["qwen", "small", "qwen-compact"])
 def renderer(request, qwen_tok, small_tok):
-    return ChatRenderer(qwen_tok if request.param == "qwen" else small_tok)
+    """Every rendering test runs with the real vocab, a small BPE, and the compact prompt set."""
+    return ChatRenderer(small_tok if request.param == "small" else qwen_tok,
+                        prompts="compact" if request.param.endswith("compact") else "vital")

@@ -157,3 +157,22 @@ def test_custom_tools_and_system(small_tok):
     r = ChatRenderer(small_tok, system="Be brief.", tools=[CLIP_TOOL_SCHEMA, {"type": "function", "function": {"name": "noop"}}])
     text = small_tok.decode(r.prompt("q", None, duration=3.0, use_tool=True).ids)
     assert text.startswith("<|im_start|>system\nBe brief.") and '"name": "noop"' in text
+
+
+def test_compact_prompt_set_is_short_and_keeps_the_turn_structure(qwen_tok):
+    """The compact set: the same turns, tags and tool-call format in far fewer prompt tokens; the
+    tool list names each tool's arguments; the clip caption keeps the window."""
+    full, compact = ChatRenderer(qwen_tok), ChatRenderer(qwen_tok, prompts="compact")
+    video = Vision("video", 8)
+    n_full = len(full.prompt("When?", video, duration=20.0, use_tool=True).ids)
+    p = compact.prompt("When?", video, duration=20.0, use_tool=True)
+    assert len(p.ids) < n_full / 3, (len(p.ids), n_full)
+    text = qwen_tok.decode(p.ids)
+    assert "get_video_clip_frame(start_time, end_time)" in text and "<tool_call>" in text
+    assert "The video lasts 20.0 s. When?" in text
+    no_tool = qwen_tok.decode(compact.prompt("When?", video, duration=20.0, use_tool=False).ids)
+    assert "get_video_clip_frame" not in no_tool
+    assert qwen_tok.decode(compact.tool_result_ids(2.0, 7.5, Vision("video", 4))).endswith(
+        "Clip 2.0 to 7.5 s.<|im_end|>\n<|im_start|>assistant\n")
+    with pytest.raises(ValueError, match="prompt set 'short' is unknown"):
+        ChatRenderer(qwen_tok, prompts="short")

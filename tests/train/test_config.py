@@ -230,3 +230,9 @@ def test_unknown_registered_names_are_config_errors(key):
     with pytest.raises(ConfigError, match=rf"rl\.{key}: unknown .*'foo'; known: "):
         load_config(None, [f"rl.{key}=foo"])
     load_config(None, ["rl.loss=GSPO", "rl.advantage=grpo"])   # names are case-insensitive
+
+
+def test_unknown_prompt_set_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"data\.vision\.prompt: 'foo' is not one of \['compact', 'vital'\]"):
+        load_config(None, ["data.vision.prompt=foo"])
+    assert load_config(None, ["data.vision.prompt=compact"]).data.vision.prompt == "compact"

@@ -161,15 +161,17 @@ def test_export_carries_vision_settings_and_eval_infer_use_them(suite, tmp_path,
 
     out = tmp_path / "ts"
     res = run_sft(_cfg(suite, out, "sft.steps=1", "checkpoint.every=0", "data.token_buckets=[768]",
-                       "data.vision.text_timestamps=true"), log=Log())  # the timestamps' text makes rows longer
+                       "data.vision.text_timestamps=true", "data.vision.prompt=compact"),
+                  log=Log())  # the timestamps' text makes rows longer
     final = Path(res["final"])
-    want = VisionInputConfig(max_frames=8, clip_max_frames=4, text_timestamps=True)
+    want = VisionInputConfig(max_frames=8, clip_max_frames=4, text_timestamps=True, prompt="compact")
     assert json.loads((final / VISION_SETTINGS_FILE).read_text())["vision"]["text_timestamps"] is True
     assert vision_settings(final) == want
 
     seen = []
 
     def fake_episodes(sampler, renderer, requests, config, **kw):
+        assert renderer.prompts.name == config.prompts
         seen.append(config)
         return [Episode(requests[0], end_reason="answer")]
 
@@ -179,6 +181,7 @@ def test_export_carries_vision_settings_and_eval_infer_use_them(suite, tmp_path,
     assert main(["infer", "--ckpt", str(final), "--video", video, "--question", "q?", "--cache-length", "512",
                  "--no-text-timestamps", "--max-frames", "4"]) == 0
     assert seen[0].text_timestamps and seen[0].video_kwargs == {"max_frames": 8, "min_pixels": 3136, "max_pixels": 3136}
+    assert seen[0].prompts == seen[1].prompts == "compact"
     assert seen[0].clip_kwargs == {"max_frames": 4, "min_pixels": 3136, "max_pixels": 3136, "timestamps": False}
     assert not seen[1].text_timestamps and seen[1].video_kwargs["max_frames"] == 4
 
@@ -192,12 +195,13 @@ def test_export_carries_vision_settings_and_eval_infer_use_them(suite, tmp_path,
     eval_args = ["eval", "--benchmark", "synthetic", "--data", str(suite / "eval.jsonl"), "--out", str(tmp_path / "e")]
     assert main([*eval_args, "--ckpt", str(final)]) == 2
     assert calls[0]["agent_config"].text_timestamps and calls[0]["video_kwargs"]["max_frames"] == 8
+    assert calls[0]["agent_config"].prompts == "compact"
     assert calls[0]["clip_kwargs"]["max_frames"] == 4
     # without the file: VITAL's evaluation defaults, textual timestamps off
     (final / VISION_SETTINGS_FILE).unlink()
     assert vision_settings(final) == VisionInputConfig() and vision_settings(final, default=None) is None
     assert main([*eval_args, "--ckpt", str(final)]) == 2
-    assert not calls[1]["agent_config"].text_timestamps
+    assert not calls[1]["agent_config"].text_timestamps and calls[1]["agent_config"].prompts == "vital"
     assert calls[1]["video_kwargs"] == {"max_frames": 256, "max_pixels": 384 * 384, "min_pixels": 128 * 28 * 28}
     assert calls[1]["clip_kwargs"] == {}
     # a file that cannot be used names itself and the key

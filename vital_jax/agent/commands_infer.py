@@ -90,7 +90,7 @@ def run(args) -> int:
                                  repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens),
         max_turns=args.max_turns, **vision)
     try:
-        ep, = run_episodes(sampler, ChatRenderer(tok), [EpisodeRequest(args.question, args.video,
+        ep, = run_episodes(sampler, ChatRenderer(tok, prompts=config.prompts), [EpisodeRequest(args.question, args.video,
                                                                           use_tool=not args.no_tools)],
                            config, seed=args.seed)
     except (VideoError, ValueError) as e:

@@ -58,6 +58,8 @@ class AgentConfig:
     text_timestamps: write each temporal group's time as text before its visual tokens
     (Qwen3-VL style, :class:`vital_jax.prompt.Vision` ``times``), for the question video and
     the tool clips. Off = Qwen2.5-VL's layout. Must match what the model was trained with.
+    prompts: the prompt set the episodes' renderer uses (``data.vision.prompt``; the caller builds
+    the renderer with ``ChatRenderer(tok, prompts=config.prompts)``).
     """
 
     sampling: SamplingOptions = SamplingOptions(temperature=1.0, repetition_penalty=1.05, max_new_tokens=512)
@@ -66,6 +68,7 @@ class AgentConfig:
     clip_kwargs: dict = dataclasses.field(default_factory=dict)
     tools: dict | None = None            # registry (None = the default TOOLS)
     text_timestamps: bool = False
+    prompts: str = "vital"
 
 
 @dataclasses.dataclass

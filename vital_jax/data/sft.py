@@ -29,7 +29,6 @@ def prompt_question(record: Record, question: str | None = None) -> str:
 def sft_messages(example: dict[str, Any], renderer, vision, clip=None) -> list:
     """Messages of one SFT example (``example`` as the pipeline makes it, or ``{"record": r}``)."""
     from vital_jax.prompt import Message
-    from vital_jax.prompt.templates import clip_caption
 
     rec: Record = example["record"]
     use_tool = rec.kind == "tool_cot" or rec.use_tool
@@ -44,7 +43,7 @@ def sft_messages(example: dict[str, Any], renderer, vision, clip=None) -> list:
         elif clip is None:
             raise ValueError(f"{rec.file}: record {rec.index}: a Tool-CoT example needs the clip's Vision")
         else:
-            observation = (clip, clip_caption(*rec.tool.tool_params))
+            observation = (clip, renderer.prompts.caption(*rec.tool.tool_params))
         return msgs + [Message("assistant", rec.tool.turns[0]), Message("tool", observation),
                        Message("assistant", rec.tool.turns[1])]
     raise ValueError(f"{rec.file}: record {rec.index}: kind {rec.kind!r} has no SFT target")

@@ -151,10 +151,11 @@ def run(args: argparse.Namespace) -> int:
                     "min_pixels": min(vs.VIDEO_MIN_PIXELS, max_pixels)}
         clip_kw = {k: x for k, x in (("max_pixels", args.clip_max_pixels), ("max_frames", args.clip_max_frames),
                                      ("timestamps", args.timestamps or None)) if x is not None}
-        vision = dict(video_kwargs=video_kw, clip_kwargs=clip_kw, text_timestamps=bool(args.text_timestamps))
+        vision = dict(video_kwargs=video_kw, clip_kwargs=clip_kw, text_timestamps=bool(args.text_timestamps),
+                      prompts="vital")
     agent = AgentConfig(sampling=dataclasses.replace(EVAL_AGENT_CONFIG.sampling, temperature=args.temperature,
                                                      max_new_tokens=args.max_new_tokens),
-                        max_turns=args.max_turns, text_timestamps=vision["text_timestamps"])
+                        max_turns=args.max_turns, text_timestamps=vision["text_timestamps"], prompts=vision["prompts"])
     # everything else sized from the samples by the runner
     overrides = {"cache_length": args.cache_length} if args.cache_length is not None else None
     try:

@@ -374,6 +374,7 @@ def evaluate(
         "clip_kwargs": dict(clip_kwargs), "max_turns": agent.max_turns,
         # only when on: folders written before the option existed still resume
         **({"text_timestamps": True} if agent.text_timestamps else {}),
+        **({"prompts": agent.prompts} if agent.prompts != "vital" else {}),
         "sampling": {"temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p,
                      "repetition_penalty": s.repetition_penalty, "max_new_tokens": s.max_new_tokens},
         "run_info": dict(run_info or {}),
@@ -401,7 +402,7 @@ def evaluate(
 
 def _run(cfg, params, tokenizer, todo: Sequence[Sample], pred_path: Path, *, use_tools: bool, batch_size: int,
          video_root, sampler_config: SamplerConfig | Mapping[str, Any] | None, agent: AgentConfig, seed: int, mesh, say) -> None:
-    renderer = ChatRenderer(tokenizer)
+    renderer = ChatRenderer(tokenizer, prompts=agent.prompts)
     requests = [EpisodeRequest(question_text(x), resolve_video(x.video, video_root), use_tool=use_tools) for x in todo]
     if not isinstance(sampler_config, SamplerConfig):
         t0 = time.perf_counter()

@@ -165,14 +165,17 @@ class ChatRenderer:
 
     Args:
       tokenizer: a :class:`Tokenizer` (real Qwen2 vocab or a small trained one).
-      system: system prompt text.
+      prompts: the texts around the model's tokens: a :class:`templates.PromptSet` or the name
+        of one (``"vital"``, ``"compact"``; ``data.vision.prompt`` of a run).
+      system: system prompt text (default: the prompt set's).
       tools: JSON tool schemas put in the system turn when a prompt uses the tool.
     """
 
-    def __init__(self, tokenizer: Tokenizer, *, system: str = templates.DEFAULT_SYSTEM,
-                 tools: Sequence[dict] = (templates.CLIP_TOOL_SCHEMA,)):
+    def __init__(self, tokenizer: Tokenizer, *, prompts: str | templates.PromptSet = "vital",
+                 system: str | None = None, tools: Sequence[dict] = (templates.CLIP_TOOL_SCHEMA,)):
         self.tok = tokenizer
-        self.system = system
+        self.prompts = templates.prompt_set(prompts) if isinstance(prompts, str) else prompts
+        self.system = self.prompts.system if system is None else system
         self.tools = tuple(tools)
         sp = tokenizer.special
         self._im_start, self._im_end = sp.im_start, sp.im_end
@@ -212,7 +215,7 @@ class ChatRenderer:
                 b.add(self.text_ids(p), trainable)
 
     def system_text(self, use_tool: bool) -> str:
-        return self.system + (templates.tools_block(self.tools) if use_tool and self.tools else "")
+        return dataclasses.replace(self.prompts, system=self.system).system_text(use_tool, self.tools)
 
     def assistant_ids(self, text: str) -> list[int]:
         """Canonical ids of assistant text (SFT targets; the sampler keeps its own ids)."""
@@ -228,7 +231,7 @@ class ChatRenderer:
     def tool_result_ids(self, start: float, end: float, clip: Vision) -> list[int]:
         """The observation appended after an assistant turn that ended with ``</tool_call>``."""
         b = _Builder()
-        self._tool_turn(b, (clip, templates.clip_caption(start, end)))
+        self._tool_turn(b, (clip, self.prompts.caption(start, end)))
         return b.ids
 
     def tool_text_ids(self, message: str) -> list[int]:
@@ -251,7 +254,7 @@ class ChatRenderer:
 
     def prompt_messages(self, question: str, vision: Vision | None, *, duration: float | None,
                         use_tool: bool) -> list[Message]:
-        user = templates.user_text(question, duration=duration, use_tool=use_tool)
+        user = self.prompts.user_text(question, duration=duration, use_tool=use_tool)
         parts = (user,) if vision is None else (vision, user)
         return [Message("system", self.system_text(use_tool)), Message("user", parts)]
 
@@ -348,7 +351,7 @@ class Conversation:
         return self._append(self.renderer.assistant_ids(text) if ids is None else ids, True)
 
     def add_tool_result(self, start: float, end: float, clip: Vision) -> list[int]:
-        self.messages.append(Message("tool", (clip, templates.clip_caption(start, end))))
+        self.messages.append(Message("tool", (clip, self.renderer.prompts.caption(start, end))))
         self.visuals.append(clip)
         return self._append(self.renderer.tool_result_ids(start, end, clip), False)
 

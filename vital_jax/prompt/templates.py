@@ -1,12 +1,20 @@
-"""VITAL's prompt texts: system prompt, the clip tool's JSON schema, user templates.
+"""Prompt texts: system prompt, the clip tool's JSON schema, user templates, clip caption.
 
-Wording follows VITAL's released prompts in substance (method.md section 3); the exact
-strings are ours. They are module constants so a checkpoint trained with other wording can
-pass its own strings to the renderer.
+Two named sets (:data:`PROMPTS`, chosen by ``data.vision.prompt`` and recorded with the
+checkpoint like the other input settings):
+
+- ``"vital"`` (default): VITAL's released prompts in substance (method.md section 3; the exact
+  strings are ours), Qwen2.5's function-calling paragraph with the clip tool's JSON schema.
+  What a Qwen2.5-VL checkpoint expects.
+- ``"compact"``: the same turn structure and output format in a few words. For models trained
+  from scratch (the synthetic suite, the demo): the full set costs ~300 prompt tokens a row
+  (the schema alone ~270) that a tiny model must read past on every step and that buy it
+  nothing; training sequences per CPU second is what it learns from.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 DEFAULT_SYSTEM = "You are a helpful assistant."
@@ -73,14 +81,77 @@ USER_TEMPLATE_IMAGE = (
 )
 
 
+CLIP_CAPTION = "Video clip from {start:.2f} to {end:.2f} seconds."
+
+
+def _signature(tool: dict) -> str:
+    """``name(arg, ...)`` of a JSON tool schema (the compact set's one-line tool list)."""
+    fn = tool["function"]
+    return f"{fn['name']}({', '.join(fn.get('parameters', {}).get('properties', {}))})"
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptSet:
+    """Every text the renderer writes around the model's own tokens.
+
+    ``tools_text`` follows ``system`` in the system turn of a prompt that offers tools; its
+    ``{names}`` is the tools' signatures (``None``: Qwen2.5's ``# Tools`` paragraph with the JSON
+    schemas).
+    """
+
+    name: str
+    system: str
+    user_tool: str
+    user_no_tool: str
+    user_image: str
+    clip_caption: str = CLIP_CAPTION
+    tools_text: str | None = None
+
+    def user_text(self, question: str, *, duration: float | None, use_tool: bool) -> str:
+        """The user turn's text for a video (with or without the tool) or an image (no duration)."""
+        if duration is None:
+            return self.user_image.format(question=question)
+        template = self.user_tool if use_tool else self.user_no_tool
+        return template.format(duration=duration, question=question)
+
+    def system_text(self, use_tool: bool, tools=(CLIP_TOOL_SCHEMA,)) -> str:
+        if not use_tool or not tools:
+            return self.system
+        if self.tools_text is None:
+            return self.system + tools_block(tools)
+        return self.system + self.tools_text.format(names=", ".join(map(_signature, tools)))
+
+    def caption(self, start: float, end: float) -> str:
+        """Text after the clip in the tool turn (method.md section 2)."""
+        return self.clip_caption.format(start=start, end=end)
+
+
+PROMPTS = {
+    "vital": PromptSet("vital", DEFAULT_SYSTEM, USER_TEMPLATE_TOOL, USER_TEMPLATE_NO_TOOL, USER_TEMPLATE_IMAGE),
+    "compact": PromptSet(
+        "compact", DEFAULT_SYSTEM,
+        user_tool="The video lasts {duration:.1f} s. {question} Think, call the tool once, think, answer.",
+        user_no_tool="The video lasts {duration:.1f} s. {question} Think, then answer.",
+        user_image="{question} Think, then answer.",
+        clip_caption="Clip {start:.1f} to {end:.1f} s.",
+        tools_text=("\nTools: {names}. Call one as <tool_call>{{\"name\": ..., \"arguments\": {{...}}}}"
+                    "</tool_call>.")),
+}
+
+
+def prompt_set(name: str) -> PromptSet:
+    """The named :class:`PromptSet`; a ValueError lists the names there are."""
+    try:
+        return PROMPTS[name]
+    except KeyError:
+        raise ValueError(f"prompt set {name!r} is unknown; the sets are {sorted(PROMPTS)}") from None
+
+
 def user_text(question: str, *, duration: float | None, use_tool: bool) -> str:
-    """The user turn's text for a video (with or without the tool) or an image (no duration)."""
-    if duration is None:
-        return USER_TEMPLATE_IMAGE.format(question=question)
-    template = USER_TEMPLATE_TOOL if use_tool else USER_TEMPLATE_NO_TOOL
-    return template.format(duration=duration, question=question)
+    """The ``"vital"`` set's user text (see :meth:`PromptSet.user_text`)."""
+    return PROMPTS["vital"].user_text(question, duration=duration, use_tool=use_tool)
 
 
 def clip_caption(start: float, end: float) -> str:
-    """Text after the clip in the tool turn (method.md section 2)."""
-    return f"Video clip from {start:.2f} to {end:.2f} seconds."
+    """The ``"vital"`` set's clip caption."""
+    return PROMPTS["vital"].caption(start, end)

@@ -74,11 +74,11 @@ def synthetic_corpus() -> list[str]:
     from vital_jax.data.synthetic import text_corpus
     from vital_jax.prompt import templates, timestamp_text
 
-    head = [templates.DEFAULT_SYSTEM + templates.tools_block([templates.CLIP_TOOL_SCHEMA]),
-            templates.DEFAULT_SYSTEM]
+    sets = templates.PROMPTS.values()
+    head = [p.system_text(u) for p in sets for u in (True, False)]
     texts = text_corpus(num=300, seed=1234)
-    users = [templates.user_text(t, duration=float(d), use_tool=u)
-             for t, d in zip(texts[:200], range(30, 230)) for u in (True, False)]
+    users = [p.user_text(t, duration=float(d), use_tool=u) + p.caption(d / 4, d / 2)
+             for t, d in zip(texts[:200], range(30, 230)) for u in (True, False) for p in sets]
     errors = [f"Error: {m}" for m in ("invalid window", "the clip is outside the video")]
     # textual timestamps (data.vision.text_timestamps): "<12.5 seconds>" for many times, so
     # "<", " seconds" and ">" become tokens; the Qwen2 split pattern keeps each digit its own

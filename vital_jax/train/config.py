@@ -96,7 +96,9 @@ class VisionInputConfig:
 
     ``timestamps`` draws each clip frame's time on its pixels; ``text_timestamps`` writes each
     temporal group's time as text before its visual tokens (Qwen3-VL style) for the question
-    video and the clips. A trained model expects the settings it was trained with: the trainers
+    video and the clips. ``prompt`` names the prompt texts (``vital_jax.prompt.templates.PROMPTS``:
+    ``"vital"``, VITAL's prompts and Qwen2.5's tool schema; ``"compact"``, a few words, for models
+    trained from scratch). A trained model expects the settings it was trained with: the trainers
     write them next to the exported model (:func:`vision_settings` reads them back).
     """
 
@@ -107,6 +109,13 @@ class VisionInputConfig:
     clip_max_pixels: int = 56 * 56
     timestamps: bool = False
     text_timestamps: bool = False
+    prompt: str = "vital"
+
+    def __post_init__(self):
+        from vital_jax.prompt.templates import PROMPTS
+
+        if self.prompt not in PROMPTS:
+            raise ConfigError(f"prompt: {self.prompt!r} is not one of {sorted(PROMPTS)}")   # from_dict prefixes the path
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

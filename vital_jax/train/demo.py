@@ -74,6 +74,9 @@ class DemoConfig:
     clip_frames: int = 16
     clip_pixels: int = 28 * 28
     text_timestamps: bool = True
+    # the prompt texts (data.vision.prompt): "compact" (a few words) or "vital" (VITAL's prompts
+    # with Qwen2.5's tool schema, ~300 more tokens a tool row for the model to read past)
+    prompt: str = "compact"
     # RL extras: DAPO dynamic sampling (drop all-equal groups) and updates per rollout batch
     rl_dynamic_sampling: bool = True
     rl_updates_per_rollout: int = 1
@@ -157,21 +160,40 @@ def demo_vision(demo: DemoConfig):
 
     return VisionInputConfig(max_frames=demo.frames, min_pixels=demo.frame_pixels, max_pixels=demo.frame_pixels,
                              clip_max_frames=demo.clip_frames, clip_max_pixels=demo.clip_pixels,
-                             text_timestamps=demo.text_timestamps)
+                             text_timestamps=demo.text_timestamps, prompt=demo.prompt)
+
+
+def _patches_per_group(demo: DemoConfig, pixels: int) -> int:
+    from vital_jax.video.sampling import smart_resize
+
+    h, w = smart_resize(demo.frame_size, demo.frame_size, min_pixels=pixels, max_pixels=pixels)
+    return (h // 14) * (w // 14)
 
 
 def vision_patches(demo: DemoConfig) -> int:
     """Vision patches of the longest row (the question video's frames plus the largest clip), a
     multiple of 4: the vision bucket, so the tower encodes no padding it does not need."""
-    from vital_jax.video.sampling import smart_resize
-
-    def per_group(pixels: int) -> int:
-        h, w = smart_resize(demo.frame_size, demo.frame_size, min_pixels=pixels, max_pixels=pixels)
-        return (h // 14) * (w // 14)
-
-    n = per_group(demo.frame_pixels) * math.ceil(demo.frames / 2) + \
-        per_group(demo.clip_pixels) * math.ceil(demo.clip_frames / 2)
+    n = _patches_per_group(demo, demo.frame_pixels) * math.ceil(demo.frames / 2) + \
+        _patches_per_group(demo, demo.clip_pixels) * math.ceil(demo.clip_frames / 2)
     return max(4, -(-n // 4) * 4)
+
+
+# Text tokens of the longest SFT tool row, visual pads aside (demo tokenizer; the "<t seconds>"
+# stamps of 16 question + 16 clip frames included), measured on the default suite: 361 with the
+# compact prompts, 642 with VITAL's. Rows are padded to their bucket, so a tight bucket is time.
+_ROW_TEXT_TOKENS = {"compact": 361, "vital": 642}
+
+
+def token_buckets(demo: DemoConfig) -> tuple[tuple[int, ...], int]:
+    """(SFT token buckets, RL cache length): short CoT rows get a 256 bucket; the longest tool row
+    (its text, the stamps of more frames, the visual pads merged 2x2, a 32-token margin) sets
+    the other. An RL episode is that row with both turns at ``max_new_tokens``."""
+    def up(n, k):
+        return -(-n // k) * k
+
+    stamps = 7 * (max(0, math.ceil(demo.frames / 2) - 8) + max(0, math.ceil(demo.clip_frames / 2) - 8))
+    row = up(_ROW_TEXT_TOKENS.get(demo.prompt, 642) + stamps + vision_patches(demo) // 4 + 32, 64)
+    return tuple(sorted({256, row})), up(row + demo.max_new_tokens, 128)
 
 
 def _yaml(x) -> str:
@@ -183,7 +205,8 @@ def stage_configs(demo: DemoConfig, out: Path, init: Path | None = None) -> tupl
     ``init``: the model SFT starts from (None: a fresh ``tiny`` preset)."""
     data = out / "data"
     vision = dataclasses.asdict(demo_vision(demo))
-    common = {"seed": demo.seed, "data": {"root": str(data), "seed": demo.seed, "token_buckets": [768],
+    sft_buckets, cache = token_buckets(demo)
+    common = {"seed": demo.seed, "data": {"root": str(data), "seed": demo.seed, "token_buckets": list(sft_buckets),
                                           "vision_buckets": [vision_patches(demo)], "vision": vision},
               "mesh": {"data": -1}, "checkpoint": {"every": 0, "keep": 1}}
     sft = from_dict(RunConfig, apply_overrides({**common, "name": "demo-sft", "stage": "sft",
@@ -197,7 +220,8 @@ def stage_configs(demo: DemoConfig, out: Path, init: Path | None = None) -> tupl
         f"model.init_from={out / 'sft' / 'final'}", "model.freeze_vision=true",
         f"rl.steps={demo.rl_steps}", f"rl.prompts_per_step={demo.rl_prompts}", f"rl.group_size={demo.rl_group}",
         f"rl.rollout_batch={demo.rl_prompts * demo.rl_group}", f"rl.max_new_tokens={demo.max_new_tokens}",
-        "data.token_buckets=[768, 1024]", "rl.loss=dgrpo", "rl.advantage=dgrpo", "rl.beta=0.0", "rl.max_turns=2", "rl.cache_length=1024",
+        f"data.token_buckets=[{sft_buckets[-1]}, {cache}]", "rl.loss=dgrpo", "rl.advantage=dgrpo", "rl.beta=0.0",
+        "rl.max_turns=2", f"rl.cache_length={cache}",
         f"rl.optim.learning_rate={demo.rl_lr}", f"rl.temperature={demo.rl_temperature}",
         f"rl.dynamic_sampling={str(demo.rl_dynamic_sampling).lower()}",
         f"rl.updates_per_rollout={demo.rl_updates_per_rollout}",

@@ -154,7 +154,7 @@ def _key(rec) -> str:
 END_OF_TURN = "<|im_end|>"
 # held-out metric -> curve group (``<group>/heldout`` sits next to ``<group>/train`` in the plots)
 HELDOUT_CURVES = {"heldout/score": "score", "heldout/reward": "reward", "heldout/accuracy": "accuracy",
-                  "heldout/miou": "iou"}
+                  "heldout/miou": "iou", "heldout/tool_call_rate": "tool_call_rate"}
 
 
 def score_episode(cfg: RunConfig, rec, ep) -> dict[str, float]:
@@ -217,7 +217,7 @@ class RLTrainer:
         self.cfg, self.log = cfg, log
         self.run = Run.create(cfg)
         self.mcfg, self.mesh = self.run.model_cfg, self.run.mesh
-        self.renderer = ChatRenderer(self.run.tok)
+        self.renderer = ChatRenderer(self.run.tok, prompts=cfg.data.vision.prompt)
         self.optimizer = make_optimizer(rl.optim, rl.steps, freeze_vision=self.mcfg.runtime.freeze_vision)
         self.state, self.state_sh = init_state(self.mcfg, self.optimizer, self.run.params, self.mesh)
         # the reference policy: a frozen copy of the initial params, only when the KL term is on
@@ -351,13 +351,16 @@ class RLTrainer:
         reward = float(np.mean([score_episode(self.cfg, r, ep)["total"] for r, ep in zip(recs, eps)]))
         return {"heldout/score": float(m["score"]), "heldout/accuracy": float(m["accuracy"]),
                 "heldout/miou": float(m["miou"]), "heldout/reward": reward, "heldout/n": float(len(samples)),
+                # episodes with at least one tool call (as the training metric counts them)
+                "heldout/tool_call_rate": float(np.mean([len(ep.tool_calls) > 0 for ep in eps])),
                 "time_heldout_s": time.perf_counter() - t0}
 
     def record_heldout(self, step: int, m: dict[str, float]) -> None:
         for key, curve in HELDOUT_CURVES.items():
-            self.curves[f"{curve}/heldout"].append([step, m[key]])
+            self.curves.setdefault(f"{curve}/heldout", []).append([step, m[key]])   # runs resumed from before a curve existed
         self.log(f"rl held-out at step {step} (n={int(m['heldout/n'])}, greedy): score {m['heldout/score']:.3f} | "
                  f"acc {m['heldout/accuracy']:.3f} | miou {m['heldout/miou']:.3f} | reward {m['heldout/reward']:.3f} "
+                 f"| tools {m['heldout/tool_call_rate']:.2f} "
                  f"| {m['time_heldout_s']:.1f} s")
 
     # ---------------------------------------------------------------- rollout
@@ -580,6 +583,8 @@ def run_rl(cfg: RunConfig, *, resume: bool = True, log=print) -> dict:
                 tr.curves["accuracy/train"].append([step, m["reward_accuracy"]])
             if "reward_iou_raw" in m:
                 tr.curves["iou/train"].append([step, m["reward_iou_raw"]])
+            if "tool_call_rate" in m:
+                tr.curves.setdefault("tool_call_rate/train", []).append([step, m["tool_call_rate"]])
             if loop.after_step(step, tr.state, m, it, tr.host_state):
                 break
     return loop.finish(step, tr.state, it, tr.host_state, tr.curves)

@@ -40,7 +40,8 @@ def clip_kwargs(v: VisionInputConfig) -> dict:
 def agent_vision(v: VisionInputConfig) -> dict:
     """:class:`vital_jax.agent.AgentConfig` keyword arguments for ``v``: rollouts, held-out
     episodes and evaluation see videos and prompts exactly as SFT featurises them."""
-    return dict(video_kwargs=video_kwargs(v), clip_kwargs=clip_kwargs(v), text_timestamps=v.text_timestamps)
+    return dict(video_kwargs=video_kwargs(v), clip_kwargs=clip_kwargs(v), text_timestamps=v.text_timestamps,
+                prompts=v.prompt)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +104,7 @@ def run_sft(cfg: RunConfig, *, resume: bool = True, log=print) -> dict:
     records = sft_records(cfg)          # a bad data file fails now, before the model is built
     run = Run.create(cfg)
     mcfg, mesh = run.model_cfg, run.mesh
-    renderer = ChatRenderer(run.tok)
+    renderer = ChatRenderer(run.tok, prompts=cfg.data.vision.prompt)
     it = sft_iterator(records, PipelineConfig(seed=cfg.data.seed, shuffle=cfg.data.shuffle),
                       batch_size=per_host, load=SFTFeatures(renderer, cfg.data.vision))
     optimizer = make_optimizer(cfg.sft.optim, cfg.sft.steps, freeze_vision=mcfg.runtime.freeze_vision)
