@@ -219,14 +219,21 @@ def test_reward_ignores_the_end_of_turn_token():
 
 def test_periodic_heldout_eval_gives_the_curve(suite, tmp_path, compile_cache):
     """rl.eval_every: greedy held-out episodes at step 0, every eval_every steps and at the end,
-    scored as `vital eval` scores them; the points land in the curves and in metrics.jsonl."""
-    extra = ("rl.eval_every=2", "rl.eval_limit=3", "data.eval_file=rl.jsonl", "checkpoint.every=0")
+    scored as `vital eval` scores them; the points land in the curves and in metrics.jsonl.
+    rl.log_rollouts=3: the first 3 episodes of each step, with reward parts and advantage."""
+    import json
+
+    extra = ("rl.eval_every=2", "rl.eval_limit=3", "data.eval_file=rl.jsonl", "checkpoint.every=0", "rl.log_rollouts=3")
     logs = []
     res = rl_mod.run_rl(_cfg(suite, tmp_path / "run", steps=3, extra=extra), log=logs.append)
     curves = res["curves"]
-    for name in ("score/heldout", "reward/heldout", "accuracy/heldout", "iou/heldout"):
+    for name in ("score/heldout", "reward/heldout", "accuracy/heldout", "iou/heldout", "tool_call_rate/heldout"):
         assert [p[0] for p in curves[name]] == [0, 2, 3], name
         assert all(0.0 <= p[1] <= 4.0 for p in curves[name]), name
+    logged = [json.loads(line) for line in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1] * 3 + [2] * 3 + [3] * 3
+    for r in logged:
+        assert r["texts"] and np.isfinite(r["advantage"]) and "total" in r["reward"] and r["end_reason"], r
     assert sum(line.startswith("rl held-out at step") and "(n=3, greedy)" in line for line in logs) == 3
     rows = {r["step"]: r for r in read_jsonl(tmp_path / "run")}
     for s in (0, 2, 3):

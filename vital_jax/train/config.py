@@ -197,6 +197,9 @@ class RLConfig:
     # end (0 = off); eval_limit = its first N records (None = all)
     eval_every: int = 0
     eval_limit: int | None = 64
+    # the first N episodes of every step (texts, reward parts, advantage) appended to
+    # <out_dir>/rollouts.jsonl by process 0, to read what the policy does (0 = off)
+    log_rollouts: int = 0
     difficulty: DifficultyConfig = DifficultyConfig()
     optim: OptimConfig = OptimConfig(learning_rate=1e-4, warmup_steps=0, schedule="constant")
 
@@ -215,6 +218,9 @@ class RLConfig:
                 reg.canonical(value)
             except (KeyError, TypeError) as e:
                 raise ConfigError(f"{key}: {e.args[0]}") from None
+        for key in ("eval_every", "log_rollouts"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key}: must be >= 0 (0 = off), got {getattr(self, key)}")
         if self.tis_cap is not None:
             if not self.tis_cap > 0:
                 raise ConfigError(f"tis_cap: must be > 0 (or null for off), got {self.tis_cap}")

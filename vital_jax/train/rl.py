@@ -22,6 +22,7 @@ run samples exactly what the uninterrupted run would have.
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -210,8 +211,6 @@ class RLTrainer:
         if rl.prompts_per_step % (rl.micro_batches * hosts):
             raise ConfigError(f"rl.prompts_per_step {rl.prompts_per_step} must divide into "
                               f"{rl.micro_batches} micro-batches x {hosts} process(es) (micro-batches hold whole groups)")
-        if rl.eval_every < 0:
-            raise ConfigError(f"rl.eval_every must be >= 0 (0 = no held-out curve), got {rl.eval_every}")
         if rl.eval_every:
             _heldout_path(cfg)   # a missing file fails now, not after the model is built
         self.cfg, self.log = cfg, log
@@ -409,6 +408,8 @@ class RLTrainer:
             prompts, eps, comps, rewards, extra = self._refill(it, step, prompts, eps, comps, rewards)
             t_roll += extra
         adv = np.asarray(advantages(rl.advantage, rewards), np.float32)        # [P, G]
+        if rl.log_rollouts and jax.process_index() == 0:
+            self.log_rollouts(step, prompts, eps, comps, adv)
         if rl.difficulty.enabled:
             decisions = self.tracker.step(all_rewards)
             # decisions come for the global batch; this host's prompts are its slice
@@ -427,6 +428,16 @@ class RLTrainer:
                        time_update_s=t_update, step_time_s=time.perf_counter() - t0,
                        rollout_tokens_per_s=gen_tokens / max(t_roll, 1e-9))
         return metrics
+
+    def log_rollouts(self, step, prompts, eps, comps, adv) -> None:
+        """Append the step's first ``rl.log_rollouts`` episodes to ``<out_dir>/rollouts.jsonl``."""
+        G = self.cfg.rl.group_size
+        with open(self.run.out / "rollouts.jsonl", "a") as f:
+            for i, ep in enumerate(eps[:self.cfg.rl.log_rollouts]):
+                rec = prompts[i // G]["record"]
+                f.write(json.dumps({"step": step + 1, "record": _key(rec), "group": i // G, "texts": list(ep.texts),
+                                    "tool_calls": [c.name for c in ep.tool_calls], "end_reason": ep.end_reason,
+                                    "reward": comps[i], "advantage": float(adv.reshape(-1)[i])}) + "\n")
 
     def _refill(self, it, step, prompts, eps, comps, rewards):
         """DAPO dynamic sampling: keep groups whose rewards differ; refill from new prompts."""
