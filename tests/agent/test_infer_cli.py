@@ -41,3 +41,33 @@ def test_infer_unreadable_video_exits_nonzero(ckpt, videos, capsys):
     rc = main(["infer", "--ckpt", ckpt, "--video", videos["broken"], "--question", "q?", "--cache-length", "512"])
     captured = capsys.readouterr()
     assert rc == 2 and "VideoUnreadable" in captured.err and "=== end: video_error" in captured.out
+
+
+def test_convert_then_infer_and_export_keep_the_tokenizer(ckpt, videos, tmp_path, capsys):
+    """One checkpoint notion: `vital convert` of an HF directory (with its tokenizer and settings)
+    gives a vital checkpoint that `vital infer` reads as it reads the HF directory (same
+    transcript), and `vital export` of it is again a complete HF directory."""
+    import json
+
+    from vital_jax.train.config import VISION_SETTINGS_FILE
+
+    import shutil
+
+    shutil.copytree(ckpt, tmp_path / "hf")
+    (tmp_path / "hf" / VISION_SETTINGS_FILE).write_text(json.dumps({"vision": {"max_frames": 8, "max_pixels": 3136,
+                                                                               "min_pixels": 3136}}))
+    assert main(["convert", "--hf", str(tmp_path / "hf"), "--out", str(tmp_path / "vital")]) == 0
+    assert "tokenizer.json, vital_settings.json" in capsys.readouterr().out
+    assert (tmp_path / "vital" / "params").is_dir()
+    q = ["--video", videos["a"], "--question", "What colour is the ball?", "--max-new-tokens", "12",
+         "--max-turns", "2", "--cache-length", "1024"]
+    outs = []
+    for d in ("hf", "vital"):
+        assert main(["infer", "--ckpt", str(tmp_path / d), *q]) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1] and "--- assistant (turn 1) ---" in outs[0]
+    assert main(["export", "--ckpt", str(tmp_path / "vital"), "--out", str(tmp_path / "hf2")]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "hf2" / "tokenizer.json").is_file() and (tmp_path / "hf2" / VISION_SETTINGS_FILE).is_file()
+    assert main(["infer", "--ckpt", str(tmp_path / "hf2"), *q]) == 0
+    assert capsys.readouterr().out == outs[0]

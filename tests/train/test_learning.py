@@ -57,9 +57,7 @@ def world(tmp_path_factory):
 
 def make_world(root):
     """Data files, blank videos, tokenizer and an initial tiny model (``init/``) under ``root``."""
-    from vital_jax.models.qwen2_5_vl import export_pretrained, init_params
-    from vital_jax.prompt import templates, train_small_tokenizer
-    from vital_jax.train.common import tiny_config_for
+    from vital_jax.prompt import templates
     from vital_jax.video.write import write_video
 
     (root / "v").mkdir()
@@ -82,12 +80,21 @@ def make_world(root):
     corpus = ([templates.DEFAULT_SYSTEM] * 20
               + [templates.user_text(r["text"], duration=4.0, use_tool=False) for r in fixed(200, 9)]
               + [ANSWER_FMT.format(think="ok", letter=L) for L in LETTERS] * 20)
+    _init_model(root, corpus)
+    return root
+
+
+def _init_model(root, corpus):
+    """A small BPE on ``corpus`` and a fresh tiny Qwen2.5-VL for it, in ``root/init``."""
+    from vital_jax.models.qwen2_5_vl import export_pretrained, init_params
+    from vital_jax.prompt import train_small_tokenizer
+    from vital_jax.train.common import tiny_config_for
+
     tok = train_small_tokenizer(corpus, vocab_size=700)
     cfg = tiny_config_for(tok)
     _, params = init_params(cfg, seed=0)
     export_pretrained(cfg, params, root / "init")
     tok.save(root / "init")
-    return root
 
 
 def _common(root, out, task, bucket):
@@ -96,8 +103,8 @@ def _common(root, out, task, bucket):
             "checkpoint.async_save=false", f"data.eval_file={task}_eval.jsonl"]
 
 
-def _sft(root, task, steps, bucket, lr=3e-3, batch=16):
-    cfg = load_config(None, _common(root, root / f"sft_{task}", task, bucket) + [
+def _sft(root, task, steps, bucket, *extra, lr=3e-3, batch=16):
+    cfg = load_config(None, _common(root, root / f"sft_{task}", task, bucket) + [*extra,
         "stage=sft", f"model.init_from={root / 'init'}", f"data.sft_files=[{task}_sft.jsonl]",
         f"sft.steps={steps}", f"sft.batch_size={batch}", f"sft.optim.learning_rate={lr}", "sft.optim.warmup_steps=5",
         "sft.optim.schedule=cosine", "sft.optim.final_lr_fraction=0.1"])
@@ -145,3 +152,118 @@ def test_flipped_advantages_do_not_learn(world, fixed_sft, tmp_path, monkeypatch
     r0, r1 = _heldout(res, "reward")
     print(f"flipped: held-out accuracy {a0:.3f} -> {a1:.3f}, reward {r0:.3f} -> {r1:.3f}")
     assert a1 <= max(a0, 0.3) and r1 <= r0
+
+
+# --------------------------------------------------------------------------- the tool loop
+# A text tool whose observation is the answer: `lookup` (no arguments) returns the letter of the
+# record's video (v/ans_<letter>.mp4; every video is the same blank clip, so the video itself says
+# nothing and the question is random words). The compact prompt set keeps rows ~130 tokens.
+TOOL_CALL = '<think>ok</think><tool_call>{"name": "lookup", "arguments": {}}</tool_call>'
+ASK = "Ask the tool. "
+TOOL_ARGS = ("data.vision.prompt=compact",)
+
+
+def lookup(arguments, ctx):
+    from pathlib import Path
+
+    from vital_jax.agent.tools import ToolResult
+
+    if arguments:
+        return ToolResult(error=("bad_arguments", "lookup takes no arguments"))
+    return ToolResult(text=Path(ctx.video).stem[-1])
+
+
+@pytest.fixture
+def lookup_tool(monkeypatch):
+    from vital_jax.agent.tools import TOOLS
+
+    monkeypatch.setitem(TOOLS, "lookup", lookup)
+
+
+def make_tool_world(root):
+    """The tool task's data and model. SFT rows: prompts that say "Ask the tool." always call it
+    and copy the observation into the answer; plain prompts call it 3 times in 10 and otherwise
+    answer a random letter, so the SFT policy answers plain prompts greedily without the tool
+    (held-out accuracy at chance) but samples calls whose answers are right."""
+    from vital_jax.prompt import templates
+    from vital_jax.video.write import write_video
+
+    (root / "v").mkdir()
+    for L in LETTERS:
+        write_video(root / "v" / f"ans_{L}.mp4", np.full((8, 32, 32, 3), 60, np.uint8), 2.0)
+
+    def recs(n, seed, ask=False):
+        r = np.random.default_rng(seed)
+        out = []
+        for L in r.choice(list(LETTERS), n):
+            out.append({"duration": 4.0, "data_source": "synthetic/multiple_choice", "video": f"v/ans_{L}.mp4",
+                        "text": f"Words: {_words(r)}. {ASK if ask else ''}Which letter is right?",
+                        "solution": str(L)})
+        return out
+
+    rng = np.random.default_rng(5)
+    sft = []
+    for x in recs(1024, 11) + recs(512, 12, ask=True):
+        if ASK in x["text"] or rng.random() < 0.3:
+            sft.append({**x, "solution": [TOOL_CALL, ANSWER_FMT.format(think="ok", letter=x["solution"])],
+                        "observation": x["solution"], "answer": x["solution"]})
+        else:
+            sft.append({**x, "solution": ANSWER_FMT.format(think="ok", letter=rng.choice(list(LETTERS))),
+                        "use_tool": True})
+    _write(root / "tool_sft.jsonl", sft)
+    _write(root / "tool_rl.jsonl", recs(256, 13))
+    _write(root / "tool_eval.jsonl", recs(64, 14))
+    _write(root / "ask_eval.jsonl", recs(64, 15, ask=True))
+    ps = templates.prompt_set("compact")
+    corpus = ([ps.system_text(True)] * 20 + [TOOL_CALL] * 20
+              + [ps.user_text(x["text"], duration=4.0, use_tool=True) for x in recs(200, 9) + recs(50, 8, ask=True)]
+              + [ANSWER_FMT.format(think="ok", letter=L) for L in LETTERS] * 20)
+    _init_model(root, corpus)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tool_sft(tmp_path_factory, compile_cache):
+    root = make_tool_world(tmp_path_factory.mktemp("tool"))
+    return root, _sft(root, "tool", TOOL_SFT_STEPS, 192, *TOOL_ARGS)
+
+
+TOOL_SFT_STEPS = 800
+TOOL_RL_STEPS = 12
+TOOL_RL = ("rl.optim.learning_rate=5e-4", "rl.use_tools=true", "rl.max_turns=2", *TOOL_ARGS)
+
+
+def test_sft_fits_a_multi_turn_tool_corpus(tool_sft, tmp_path, lookup_tool):
+    """SFT on Tool-CoT rows with a text observation: on held-out "Ask the tool." prompts the SFT
+    model's greedy episodes call the tool in the trained format and answer with what it returned."""
+    root, sft = tool_sft
+    losses = [v for _, v in sft["curves"]["loss"]]
+    res = _rl(root, sft["final"], "tool", tmp_path / "ask", "grpo", 0, 192, *TOOL_RL, "rl.eval_every=1",
+              "data.eval_file=ask_eval.jsonl")
+    print(f"tool SFT: loss {losses[0]:.3f} -> {np.mean(losses[-20:]):.3f}; held-out (asked): "
+          f"tool calls {_heldout(res, 'tool_call_rate')[0]:.3f}, accuracy {_heldout(res)[0]:.3f}")
+    assert _heldout(res, "tool_call_rate")[0] == 1.0
+    assert _heldout(res)[0] >= 0.9
+
+
+@pytest.mark.parametrize("flip", [False, True], ids=["learns", "flipped"])
+def test_rl_learns_to_call_the_tool(tool_sft, tmp_path, lookup_tool, monkeypatch, flip):
+    """From the SFT policy that answers plain prompts without the tool, RL's reward alone (the
+    right letter; no tool bonus) must make it call the tool and copy the answer on held-out
+    prompts; with the advantages negated, it must not."""
+    root, sft = tool_sft
+    if flip:
+        adv_mod = importlib.import_module("vital_jax.rl.advantages")
+        real = adv_mod.advantages
+        monkeypatch.setattr(adv_mod, "advantages", lambda *a, **k: -np.asarray(real(*a, **k)))
+    res = _rl(root, sft["final"], "tool", tmp_path / "rl", "grpo", TOOL_RL_STEPS, 192, *TOOL_RL)
+    c0, c1 = _heldout(res, "tool_call_rate")
+    a0, a1 = _heldout(res)
+    r0, r1 = _heldout(res, "reward")
+    print(f"tool RL{' (flipped)' if flip else ''}: held-out tool calls {c0:.3f} -> {c1:.3f}, "
+          f"accuracy {a0:.3f} -> {a1:.3f}, reward {r0:.3f} -> {r1:.3f}")
+    assert c0 <= 0.1 and a0 <= 0.4, "the SFT policy answers plain prompts without the tool"
+    if flip:
+        assert c1 <= c0 + 0.1 and r1 <= r0 + 0.1
+    else:
+        assert c1 >= 0.9 and a1 >= 0.8 and r1 >= r0 + 0.4

@@ -1,7 +1,7 @@
 """``vital infer``: answer a question about a video with the tool loop and print the transcript.
 
-``--ckpt`` is an HF-format Qwen2.5-VL directory (config.json + safetensors, readable by
-``vital_jax.load_pretrained``) that also holds the tokenizer (tokenizer.json, or vocab.json +
+``--ckpt`` is an HF-format Qwen2.5-VL directory (config.json + safetensors) or a vital checkpoint
+(``vital convert``: config.json + params/), holding the tokenizer (tokenizer.json, or vocab.json +
 merges.txt). Runs one episode through the same KV-cached sampler and tool loop as RL rollouts.
 A checkpoint exported by the trainers carries its video/prompt settings (``vital_settings.json``);
 they are the defaults, and each flag given overrides its one setting.
@@ -15,8 +15,8 @@ import os
 
 def add_arguments(p) -> None:
     p.description = (__doc__ or "").strip()
-    p.add_argument("--ckpt", required=True, help="HF-format Qwen2.5-VL directory (config.json, *.safetensors) "
-                   "with its tokenizer (tokenizer.json or vocab.json + merges.txt)")
+    p.add_argument("--ckpt", required=True, help="HF-format Qwen2.5-VL directory (config.json, *.safetensors) or "
+                   "vital checkpoint (vital convert), with its tokenizer (tokenizer.json or vocab.json + merges.txt)")
     p.add_argument("--video", required=True, help="video file")
     p.add_argument("--question", required=True, help="question text")
     p.add_argument("--no-tools", action="store_true", help="answer without the clip tool")
@@ -41,10 +41,6 @@ def add_arguments(p) -> None:
 def _check(args):
     from vital_jax.cli import CommandError
 
-    if not os.path.isdir(args.ckpt):
-        raise CommandError(f"--ckpt {args.ckpt}: not a directory")
-    if not os.path.isfile(os.path.join(args.ckpt, "config.json")):
-        raise CommandError(f"--ckpt {args.ckpt}: no config.json (expected an HF-format Qwen2.5-VL directory)")
     if not os.path.isfile(args.video):
         raise CommandError(f"--video {args.video}: no such file")
     if not args.question.strip():
@@ -59,18 +55,13 @@ def run(args) -> int:
     _check(args)
     from vital_jax.agent.loop import AgentConfig, EpisodeRequest, run_episodes
     from vital_jax.cli import CommandError
-    from vital_jax.eval.commands_eval import checkpoint_vision
-    from vital_jax.models.qwen2_5_vl import CheckpointError, ConfigError, load_pretrained
-    from vital_jax.prompt import ChatRenderer, TokenizerError, load_tokenizer
+    from vital_jax.eval.commands_eval import checkpoint_vision, load_checkpoint
+    from vital_jax.prompt import ChatRenderer
     from vital_jax.sampling import Sampler, SamplerConfig, SamplingOptions
     from vital_jax.train.sft import agent_vision
     from vital_jax.video.errors import VideoError
 
-    try:
-        tok = load_tokenizer(args.ckpt)
-        cfg, params = load_pretrained(args.ckpt)
-    except (TokenizerError, CheckpointError, ConfigError, OSError) as e:
-        raise CommandError(str(e)) from None
+    cfg, params, tok = load_checkpoint(args.ckpt)
     v = checkpoint_vision(args.ckpt, max_frames=args.max_frames, max_pixels=args.max_pixels,
                           timestamps=args.timestamps, text_timestamps=args.text_timestamps)
     if v is not None:  # the settings the checkpoint was trained with (flags given override)

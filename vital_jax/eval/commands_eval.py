@@ -1,6 +1,7 @@
 """``vital eval``: run a checkpoint over a benchmark with the tool loop; predictions + metrics.
 
-``--ckpt`` is an HF-format Qwen2.5-VL directory with its tokenizer, as ``vital infer`` takes it.
+``--ckpt`` is an HF-format Qwen2.5-VL directory or a vital checkpoint (``vital convert``), with
+its tokenizer, as ``vital infer`` takes it.
 A checkpoint exported by the trainers carries its video/prompt settings (``vital_settings.json``:
 frames, pixels, timestamps, textual timestamps); they are the defaults here, and each flag given
 overrides its one setting. Without that file the defaults are VITAL's evaluation settings.
@@ -21,8 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from vital_jax.eval.benchmarks import BENCHMARKS
 
     p.description = (__doc__ or "").strip()
-    p.add_argument("--ckpt", required=True, help="HF-format Qwen2.5-VL directory (config.json, *.safetensors) "
-                   "with its tokenizer (tokenizer.json or vocab.json + merges.txt)")
+    p.add_argument("--ckpt", required=True, help="HF-format Qwen2.5-VL directory (config.json, *.safetensors) or "
+                   "vital checkpoint (vital convert), with its tokenizer (tokenizer.json or vocab.json + merges.txt)")
     # not argparse choices: an unknown name is a one-line CommandError listing the known ones
     p.add_argument("--benchmark", required=True, metavar="NAME", help="one of: " + ", ".join(sorted(BENCHMARKS)))
     p.add_argument("--data", required=True, help="the benchmark's annotation file")
@@ -54,23 +55,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_checkpoint(path: str):
-    """``(model config, params, tokenizer)`` of an HF-format directory, or a CommandError naming
-    it (the same checks and loaders as ``vital infer``)."""
-    from vital_jax.models.qwen2_5_vl import (
-        CheckpointError,
-        ConfigError,
-        load_pretrained,
-    )
+    """``(model config, params, tokenizer)`` of an HF-format directory or a vital checkpoint
+    (``vital convert``), or a CommandError naming it. Shared by ``vital eval`` and ``vital infer``."""
+    from vital_jax.models.checkpoint import ModelCheckpointError, load_any
+    from vital_jax.models.qwen2_5_vl import CheckpointError, ConfigError
     from vital_jax.prompt import TokenizerError, load_tokenizer
 
-    if not os.path.isdir(path):
-        raise CommandError(f"--ckpt {path}: not a directory")
-    if not os.path.isfile(os.path.join(path, "config.json")):
-        raise CommandError(f"--ckpt {path}: no config.json (expected an HF-format Qwen2.5-VL directory)")
     try:
+        cfg, params = load_any(path)
         tok = load_tokenizer(path)
-        cfg, params = load_pretrained(path)
-    except (TokenizerError, CheckpointError, ConfigError, OSError) as e:
+    except (ModelCheckpointError, TokenizerError, CheckpointError, ConfigError, OSError) as e:
         raise CommandError(f"--ckpt {path}: {e}") from None
     return cfg, params, tok
 

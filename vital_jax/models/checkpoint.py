@@ -1,12 +1,18 @@
-"""Model-only checkpoints: ``config.json`` (HF layout) + an Orbax tree of the params.
+"""Model checkpoints, in either of the two formats every command accepts.
 
-Layout of a checkpoint directory ``CKPT``::
+- a **vital checkpoint** (``vital convert``, :func:`save_model`)::
 
-    CKPT/config.json     # ModelConfig.to_hf_dict()
-    CKPT/params/         # Orbax StandardCheckpointer tree (same structure as the params dict)
+      CKPT/config.json     # ModelConfig.to_hf_dict()
+      CKPT/params/         # Orbax StandardCheckpointer tree (same structure as the params dict)
 
-Restoring builds an abstract target with shardings from the logical rules, so a checkpoint saved
-on one mesh restores onto any other (or onto a single device).
+  Restoring builds an abstract target with shardings from the logical rules, so a checkpoint
+  saved on one mesh restores onto any other (or onto a single device);
+- an **HF directory** (``config.json`` + ``*.safetensors``; what the trainers export and the hub
+  ships), read by :func:`vital_jax.models.qwen2_5_vl.load_pretrained`.
+
+Both carry the same side files (:data:`SIDE_FILES`: the tokenizer, the processor/prompt settings
+``vital_settings.json``), which ``vital convert`` and ``vital export`` copy across, so
+:func:`load_any` + ``load_tokenizer`` work on whatever a command is given.
 """
 
 from __future__ import annotations
@@ -22,6 +28,45 @@ from vital_jax.models.qwen2_5_vl.config import ModelConfig
 
 class ModelCheckpointError(ValueError):
     pass
+
+
+# What a model directory carries besides its weights: tokenizer files (HF names) and the input /
+# prompt settings the trainers write (vital_jax.train.config.VISION_SETTINGS_FILE).
+SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
+              "added_tokens.json", "chat_template.json", "chat_template.jinja", "preprocessor_config.json",
+              "generation_config.json", "vital_settings.json")
+
+
+def copy_side_files(src: str | Path, dst: str | Path) -> list[str]:
+    """Copy :data:`SIDE_FILES` present in ``src`` into ``dst``; the names copied."""
+    import shutil
+
+    out = []
+    for name in SIDE_FILES:
+        if (Path(src) / name).is_file():
+            shutil.copyfile(Path(src) / name, Path(dst) / name)
+            out.append(name)
+    return out
+
+
+def is_vital_checkpoint(directory: str | Path) -> bool:
+    return (Path(directory) / "params").is_dir()
+
+
+def load_any(directory: str | Path, *, mesh=None, dtype: str | None = None) -> tuple[ModelConfig, dict]:
+    """``(config, params)`` of a vital checkpoint or an HF directory (see the module doc); a
+    ModelCheckpointError naming the directory when it is neither."""
+    from vital_jax.models.qwen2_5_vl import load_pretrained
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ModelCheckpointError(f"{directory}: not a directory")
+    if is_vital_checkpoint(directory):
+        return load_model(directory, mesh=mesh, dtype=dtype)
+    if not (directory / "config.json").is_file():
+        raise ModelCheckpointError(f"{directory}: no config.json (expected a vital_jax checkpoint: config.json + "
+                                   "params/, or an HF-format directory: config.json + *.safetensors)")
+    return load_pretrained(directory, mesh=mesh, dtype=dtype)
 
 
 def save_model(directory: str | Path, config: ModelConfig, params: dict) -> Path:

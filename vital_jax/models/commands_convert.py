@@ -1,4 +1,7 @@
-"""``vital convert``: Hugging Face Qwen2.5-VL directory -> vital_jax model checkpoint (Orbax)."""
+"""``vital convert``: Hugging Face Qwen2.5-VL directory -> vital_jax model checkpoint (Orbax).
+
+The tokenizer and the input/prompt settings go along (``SIDE_FILES``), so ``vital infer`` and
+``vital eval`` take the converted checkpoint as they take the HF directory."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ def add_arguments(p):
 
 def run(args) -> int:
     from vital_jax.cli import CommandError
-    from vital_jax.models.checkpoint import ModelCheckpointError, save_model
+    from vital_jax.models.checkpoint import ModelCheckpointError, copy_side_files, save_model
     from vital_jax.models.qwen2_5_vl import CheckpointError, ConfigError, load_pretrained
 
     try:
@@ -19,6 +22,8 @@ def run(args) -> int:
         out = save_model(args.out, config, params)
     except (CheckpointError, ConfigError, ModelCheckpointError) as e:
         raise CommandError(str(e)) from e
+    side = copy_side_files(args.hf, out)
     n = sum(x.size for x in __import__("jax").tree.leaves(params))
-    print(f"wrote {out} ({n / 1e6:.1f}M parameters, {config.runtime.param_dtype})")
+    print(f"wrote {out} ({n / 1e6:.1f}M parameters, {config.runtime.param_dtype}; "
+          f"{', '.join(side) if side else 'no tokenizer or settings files found'})")
     return 0

@@ -12,7 +12,7 @@ def add_arguments(p):
 
 def run(args) -> int:
     from vital_jax.cli import CommandError
-    from vital_jax.models.checkpoint import ModelCheckpointError, load_model
+    from vital_jax.models.checkpoint import ModelCheckpointError, copy_side_files, load_model
     from vital_jax.models.qwen2_5_vl import ConfigError, export_pretrained
 
     try:
@@ -21,5 +21,6 @@ def run(args) -> int:
         raise CommandError(str(e)) from e
     out = export_pretrained(config, params, args.out, dtype=args.dtype,
                             max_shard_bytes=int(args.max_shard_gb * 2**30))
+    copy_side_files(args.ckpt, out)
     print(f"wrote {out}")
     return 0

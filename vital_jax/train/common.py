@@ -115,17 +115,12 @@ def build_model(cfg: RunConfig, tok, mesh) -> tuple[ModelConfig, dict]:
                    remat=m.remat, attention=m.attention, freeze_vision=m.freeze_vision,
                    vision_frame_block=m.vision_frame_block, logits_chunk=m.logits_chunk)
     if m.init_from is not None:
-        src = Path(m.init_from)
-        if (src / "params").is_dir():
-            from vital_jax.models.checkpoint import load_model
+        from vital_jax.models.checkpoint import ModelCheckpointError, load_any
 
-            mcfg, params = load_model(src, mesh=mesh)
-        elif (src / "config.json").is_file():
-            from vital_jax.models.qwen2_5_vl import load_pretrained
-
-            mcfg, params = load_pretrained(src, mesh=mesh)
-        else:
-            raise ConfigError(f"model.init_from: {src} is neither an HF-format directory nor a vital_jax checkpoint")
+        try:
+            mcfg, params = load_any(m.init_from, mesh=mesh)
+        except ModelCheckpointError as e:
+            raise ConfigError(f"model.init_from: {e}") from None
         mcfg = mcfg.with_runtime(**runtime)
         params = jax.tree.map(lambda x: x.astype(m.param_dtype), params)
     else:
