@@ -31,3 +31,38 @@ def test_convert_bad_input_is_one_clear_line(tmp_path, capsys):
     assert "vital convert: error:" in err and "config.json" in err
     assert main(["export", "--ckpt", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     assert "not a vital_jax model checkpoint" in capsys.readouterr().err
+
+
+def test_sharded_load_copies_only_each_shard(tmp_path, mesh222, monkeypatch):
+    """load_pretrained onto a mesh: the HF -> ours transpose of a linear weight is a view of the
+    memory-mapped tensor (no full transposed copy), so each device's callback copies just its
+    shard's bytes."""
+    from vital_jax.models.qwen2_5_vl import weights
+
+    hf = ref.save_hf_checkpoint(ref.build_hf_model(ref.tiny_hf_config(), seed=3), tmp_path / "hf")
+    real = weights.hf_to_ours
+    views = []
+
+    def watched(rule, w, shape):
+        out = real(rule, w, shape)
+        views.append((rule.kind, np.shares_memory(out, w)))
+        return out
+
+    copied, full = [], {}
+    real_make = jax.make_array_from_callback
+
+    def make(shape, sharding, cb):
+        def counted(index):
+            block = cb(index)
+            copied.append((shape, block.nbytes, sharding.shard_shape(shape)))
+            return block
+        full[shape] = sharding
+        return real_make(shape, sharding, counted)
+
+    monkeypatch.setattr(weights, "hf_to_ours", watched)
+    monkeypatch.setattr(weights.jax, "make_array_from_callback", make)
+    _, params = load_pretrained(hf, mesh=mesh222)
+    assert views and all(is_view for kind, is_view in views if kind == "linear")
+    for shape, nbytes, shard in copied:
+        assert nbytes == int(np.prod(shard)) * 4, (shape, shard)
+    assert any(np.prod(shard) < np.prod(shape) for shape, _, shard in copied)   # something was sharded
