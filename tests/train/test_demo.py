@@ -84,3 +84,21 @@ def test_model_knobs_resize_the_demo_model_only(tmp_path):
     sft, rl = stage_configs(demo, tmp_path, init)
     assert sft.model.init_from == str(init) and sft.data.sft_files == ("sft_tool.jsonl", "sft_cot.jsonl")
     assert rl.model.init_from == str(tmp_path / "sft" / "final")
+
+
+def test_a_stopped_stage_ends_the_demo(tmp_path, monkeypatch, capsys):
+    """SIGTERM during SFT: the SFT checkpoint is saved and the demo stops there (RL must not start
+    from a model that is not final); the CLI says how to resume."""
+    import vital_jax.data.synthetic as synthetic
+    import vital_jax.train.rl as rl_mod
+    import vital_jax.train.sft as sft_mod
+
+    monkeypatch.setattr(synthetic, "generate", lambda *a, **k: None)
+    monkeypatch.setattr(sft_mod, "run_sft", lambda cfg, log: {"stopped": "SIGTERM", "steps": 7, "final": None})
+
+    def no_rl(*a, **k):
+        raise AssertionError("RL started after a stopped SFT")
+
+    monkeypatch.setattr(rl_mod, "run_rl", no_rl)
+    assert main(["demo", "--quick", "--out", str(tmp_path / "d")]) == 0
+    assert "SFT stopped (SIGTERM) at step 7; rerun the same command to resume" in capsys.readouterr().out

@@ -326,10 +326,14 @@ def run_demo(out: str | Path, demo: DemoConfig = DemoConfig(), *, log=print) -> 
     log(f"[2/5] SFT: {demo.sft_steps} steps x {demo.sft_batch} records of {', '.join(demo.sft_files)}")
     sft = run_sft(sft_cfg, log=log)
     timings["sft_s"] = time.perf_counter() - t
+    if sft["stopped"]:      # a signal: the checkpoint is saved; the next stage must not start
+        return {"stopped": f"SFT stopped ({sft['stopped']}) at step {sft['steps']}"}
     t = time.perf_counter()
     log(f"[3/5] RL (DGRPO, tool loop): {demo.rl_steps} steps x {demo.rl_prompts} prompts x {demo.rl_group} rollouts")
     rl = run_rl(rl_cfg, log=log)
     timings["rl_s"] = time.perf_counter() - t
+    if rl["stopped"]:
+        return {"stopped": f"RL stopped ({rl['stopped']}) at step {rl['steps']}"}
 
     from vital_jax.eval import stats
 
@@ -395,6 +399,9 @@ def run(args) -> int:
         res = run_demo(args.out, demo)
     except (ConfigError, TrainingError) as e:
         raise CommandError(str(e)) from None
+    if res.get("stopped"):
+        print(f"{res['stopped']}; rerun the same command to resume")
+        return 0
     print(json.dumps(res["report"]["eval"], indent=1))
     print(f"report: {res['paths']['markdown']}")
     return 0
