@@ -40,6 +40,7 @@ import numpy as np
 
 from vital_jax.rl.rewards import parse_choice as _reward_parse_choice
 from vital_jax.rl.rewards import parse_number as _reward_parse_number
+from vital_jax.rl.rewards import span_pairs as _reward_span_pairs
 
 THRESHOLDS: tuple[float, ...] = (0.3, 0.5, 0.7)
 MRA_THRESHOLDS: np.ndarray = np.linspace(0.5, 0.95, 10)
@@ -199,17 +200,6 @@ def per_group(values: np.ndarray, groups: Sequence[str | None]) -> dict[str, dic
 
 # --------------------------------------------------------------------------- answer readers
 
-_CLOCK = r"\d{1,2}:\d{2}(?::\d{2})?(?:\.\d+)?"
-_TIME = re.compile(rf"{_CLOCK}|\d+(?:\.\d+)?")
-
-
-def _seconds(token: str) -> float:
-    total = 0.0
-    for part in token.split(":"):
-        total = total * 60 + float(part)
-    return total
-
-
 def read_interval(text: str | None) -> tuple[tuple[float, float] | None, str]:
     """The last ``(start, end)`` pair in an answer, in the order written (it may be reversed;
     :func:`normalize_interval` decides). Numbers are seconds or ``mm:ss`` / ``hh:mm:ss`` and are
@@ -217,10 +207,7 @@ def read_interval(text: str | None) -> tuple[tuple[float, float] | None, str]:
     (``rl.rewards.parse_span``), except that a reversed final pair is returned, not skipped."""
     if text is None:
         return None, "no_answer"
-    pairs = []
-    for sentence in re.split(r"[!?\n]", text):
-        times = [_seconds(t) for t in _TIME.findall(sentence)]
-        pairs.extend(zip(times[0::2], times[1::2]))
+    pairs = _reward_span_pairs(text)
     if not pairs:
         return None, "unparseable"
     return pairs[-1], "ok"

@@ -1,4 +1,9 @@
-"""Parse model text into actions and answers. Never raises on model output.
+"""Parse model text into actions (tool calls). Never raises on model output.
+
+Answers and the format rule live in one place, :mod:`vital_jax.rl.rewards` (``extract_answer``,
+``parse_choice``, ``parse_number``, ``parse_span``, ``format_reward``), which the RL reward and the
+evaluation metrics (:mod:`vital_jax.eval.metrics`) both use.
+
 
 Every parser returns either its result or a :class:`ParseError` (a value, not an
 exception), so a malformed generation becomes an observation or a zero reward rather than
@@ -42,9 +47,6 @@ class ClipCall:
 
 
 _TOOL_RE = re.compile(r"<tool_call>(.*?)(</tool_call>|$)", re.DOTALL)
-_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-_NUM = r"[-+]?(?:\d+(?:,\d{3})*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
-_NUM_RE = re.compile(_NUM)
 
 
 def _first_json_object(body: str) -> dict | ParseError:
@@ -115,126 +117,3 @@ def parse_clip_call(text: str, *, name: str = CLIP_TOOL_NAME) -> ClipCall | Pars
     if isinstance(end, ParseError):
         return end
     return ClipCall(start, end)
-
-
-# ---------------------------------------------------------------------- answers
-def extract_answer(text: str) -> str | ParseError:
-    """Content of the last ``<answer>...</answer>``, stripped."""
-    if not isinstance(text, str):
-        return ParseError("not_text", f"expected a string, got {type(text).__name__}")
-    found = _ANSWER_RE.findall(text)
-    if not found:
-        return ParseError("no_answer", "no <answer></answer> tag")
-    return found[-1].strip()
-
-
-_CHOICE_RES = (
-    re.compile(r"^\(?([A-Z])\)?(?:[.):\s]|$)"),  # "B", "(B)", "B.", "B) text", "B: text"
-    re.compile(r"\b(?:answer|option|choice)\s*(?:is)?\s*[:：]?\s*\(?([A-Z])\)?(?![A-Za-z])", re.IGNORECASE),
-)
-
-
-def parse_choice(answer: str) -> str | ParseError:
-    """A multiple-choice letter from an answer's content."""
-    s = answer.strip()
-    for rx in _CHOICE_RES:
-        m = rx.search(s)
-        if m:
-            return m.group(1).upper()
-    return ParseError("no_choice", f"no option letter in {s[:40]!r}")
-
-
-def parse_number(answer: str) -> float | ParseError:
-    """The first number in an answer's content ("1,234.5" -> 1234.5)."""
-    m = _NUM_RE.search(answer)
-    if not m:
-        return ParseError("no_number", f"no number in {answer.strip()[:40]!r}")
-    try:
-        return float(m.group(0).replace(",", ""))
-    except ValueError:
-        return ParseError("no_number", f"cannot read {m.group(0)!r} as a number")
-
-
-_INTERVAL_RES = (
-    re.compile(rf"[\[(]\s*({_NUM})\s*s?\s*,\s*({_NUM})\s*s?\s*[\])]"),  # [a, b] or (a, b)
-    re.compile(rf"({_NUM})\s*(?:s|sec|secs|seconds)?\s*(?:-|–|—|to|until)\s*({_NUM})", re.IGNORECASE),  # a - b, a to b
-)
-
-
-def parse_interval(answer: str) -> tuple[float, float] | ParseError:
-    """The last ``(start, end)`` pair: "[a, b]", "(a, b)", "a - b", "a to b", "from a to b seconds"."""
-    pairs = []
-    for rx in _INTERVAL_RES:
-        for m in rx.finditer(answer):
-            pairs.append((m.end(), m.group(1), m.group(2)))
-    if not pairs:
-        return ParseError("no_interval", f"no start/end pair in {answer.strip()[:60]!r}")
-    _, a, b = max(pairs, key=lambda p: p[0])
-    try:
-        start, end = float(a.replace(",", "")), float(b.replace(",", ""))
-    except ValueError:
-        return ParseError("no_interval", f"cannot read ({a!r}, {b!r}) as numbers")
-    if not (math.isfinite(start) and math.isfinite(end)):
-        return ParseError("no_interval", "interval bounds must be finite")
-    return start, end
-
-
-def parse_answer(text: str, kind: str):
-    """Extract ``<answer>`` and parse it as ``kind``: choice, number, text or interval."""
-    content = extract_answer(text)
-    if isinstance(content, ParseError):
-        return content
-    if kind == "choice":
-        return parse_choice(content)
-    if kind == "number":
-        return parse_number(content)
-    if kind == "text":
-        return content if content else ParseError("empty_answer", "empty <answer></answer>")
-    if kind == "interval":
-        return parse_interval(content)
-    return ParseError("bad_kind", f"unknown answer kind {kind!r} (choice, number, text, interval)")
-
-
-# ---------------------------------------------------------------------- format
-ALLOWED_TAGS = ("think", "tool_call", "answer")
-_ANY_TAG = re.compile(r"</?([A-Za-z_][\w-]*)>")
-_BLOCK = re.compile(r"\s*<(think|tool_call|answer)>(.*?)</\1>\s*", re.DOTALL)
-
-
-def check_format(text: str) -> ParseError | None:
-    """VITAL's format rule on the concatenated assistant text; None if it holds.
-
-    Tags only think/tool_call/answer; the text is a sequence of such blocks with only
-    whitespace between them; it starts with think and ends with answer; no tag repeats
-    back to back; blocks do not nest.
-    """
-    if not isinstance(text, str):
-        return ParseError("not_text", f"expected a string, got {type(text).__name__}")
-    for m in _ANY_TAG.finditer(text):
-        if m.group(1) not in ALLOWED_TAGS:
-            return ParseError("format_bad_tag", f"tag <{m.group(1)}> is not allowed")
-    pos, tags = 0, []
-    while pos < len(text):
-        m = _BLOCK.match(text, pos)
-        if m is None:
-            if text[pos:].strip():
-                return ParseError("format_text_outside_tags", f"unexpected text at char {pos}: {text[pos:pos + 30]!r}")
-            break
-        if _ANY_TAG.search(m.group(2)):
-            return ParseError("format_nested_tags", f"<{m.group(1)}> contains another tag")
-        tags.append(m.group(1))
-        pos = m.end()
-    if not tags:
-        return ParseError("format_no_tags", "no think/tool_call/answer blocks")
-    if tags[0] != "think":
-        return ParseError("format_bad_start", f"must start with <think>, starts with <{tags[0]}>")
-    if tags[-1] != "answer":
-        return ParseError("format_bad_end", f"must end with <answer>, ends with <{tags[-1]}>")
-    for a, b in zip(tags, tags[1:]):
-        if a == b:
-            return ParseError("format_repeated_tag", f"<{a}> repeats back to back")
-    return None
-
-
-def format_ok(text: str) -> bool:
-    return check_format(text) is None

@@ -183,13 +183,19 @@ def _seconds(token: str) -> float:
     return total
 
 
-def parse_span(text: str) -> tuple[float, float] | None:
-    """The last ``(start, end)`` pair with ``start <= end`` in ``text``: numbers (seconds, or
-    ``mm:ss`` / ``hh:mm:ss``) are paired in order within each line or ``!``/``?`` sentence."""
+def span_pairs(text: str) -> list[tuple[float, float]]:
+    """Every ``(start, end)`` pair in ``text`` as written: numbers (seconds, or ``mm:ss`` /
+    ``hh:mm:ss``) paired in order within each line or ``!``/``?`` sentence."""
     pairs = []
     for sentence in re.split(r"[!?\n]", text):
         times = [_seconds(t) for t in _TIME.findall(sentence)]
         pairs.extend(zip(times[0::2], times[1::2]))
+    return pairs
+
+
+def parse_span(text: str) -> tuple[float, float] | None:
+    """The last pair of :func:`span_pairs` with ``start <= end``."""
+    pairs = span_pairs(text)
     for start, end in reversed(pairs):
         if start <= end:
             return start, end
