@@ -37,6 +37,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from vital_jax.jsonl import BadLine, parse_lines
+
 Kind = Literal["rl", "cot", "tool_cot"]
 KINDS: tuple[str, ...] = ("rl", "cot", "tool_cot")
 
@@ -388,7 +390,7 @@ def read_raw(path: str | os.PathLike) -> list[Any]:
     """The raw objects of a JSON list, ``{"data": [...]}``, or JSONL file.
 
     Raises :class:`DataFileError` for a file that cannot be read as a whole; a JSONL line that
-    is not JSON is kept as a ``_BadLine`` marker so the record index still counts it.
+    is not JSON is kept as a ``BadLine`` marker so the record index still counts it.
     """
     path = Path(path)
     try:
@@ -412,23 +414,10 @@ def read_raw(path: str | os.PathLike) -> list[Any]:
             if isinstance(data, Mapping):
                 return [data]
             raise DataFileError(f"{path}: top level must be a list of records, got {type(data).__name__}")
-    rows: list[Any] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            rows.append(_BadLine(lineno, str(e)))
-    if rows and all(isinstance(r, _BadLine) for r in rows):
+    rows = [row for _, row in parse_lines(text)]
+    if rows and all(isinstance(r, BadLine) for r in rows):
         raise DataFileError(f"{path}: neither JSON nor JSONL (line 1: {rows[0].error})")
     return rows
-
-
-@dataclasses.dataclass(frozen=True)
-class _BadLine:
-    lineno: int
-    error: str
 
 
 def scan_records(
@@ -442,7 +431,7 @@ def scan_records(
     records: list[Record] = []
     problems: list[Problem] = []
     for i, raw in enumerate(read_raw(path)):
-        if isinstance(raw, _BadLine):
+        if isinstance(raw, BadLine):
             problems.append(Problem(str(path), i, "<line>", f"line {raw.lineno} is not JSON: {raw.error}"))
             continue
         try:

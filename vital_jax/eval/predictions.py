@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from vital_jax.jsonl import BadLine, parse_lines
+
 _ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 
@@ -47,15 +49,11 @@ def read_predictions(path: str | os.PathLike) -> tuple[dict[str, dict[str, Any]]
         raise PredictionsError(f"{path}: cannot read: {e}") from e
     rows: dict[str, dict[str, Any]] = {}
     lines = dups = 0
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            if lineno == len(text.splitlines()) and not text.endswith("\n"):
+    for lineno, row in parse_lines(text):
+        if isinstance(row, BadLine):
+            if row.partial:
                 continue  # a half-written last line (the run was killed mid-write)
-            raise PredictionsError(f"{path}: line {lineno}: not JSON: {e}") from e
+            raise PredictionsError(f"{path}: line {lineno}: not JSON: {row.error}")
         if not isinstance(row, Mapping) or row.get("id") is None:
             raise PredictionsError(f"{path}: line {lineno}: expected an object with an 'id'")
         lines += 1

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from vital_jax.agent.loop import AgentConfig, Episode, EpisodeRequest, run_episodes
+from vital_jax.jsonl import cut_partial_line
 from vital_jax.agent.tools import TOOLS, ToolContext, ToolResult
 from vital_jax.eval.benchmarks import BENCHMARKS, Benchmark, Sample
 from vital_jax.eval.predictions import answer_text, append_prediction, read_predictions
@@ -267,17 +268,6 @@ def _error_row(sample: Sample, request: EpisodeRequest, reason: str, message: st
             "timing": dict(timing), **_gold(sample)}
 
 
-def _cut_partial_line(path: Path) -> None:
-    """A run killed mid-write leaves a last line without its newline; appending after it would
-    glue two records together, so drop it (that sample runs again)."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with path.open("r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
-
-
 def _check_settings(path: Path, settings: Mapping[str, Any], has_predictions: bool) -> None:
     if path.exists() and has_predictions:
         try:
@@ -366,7 +356,7 @@ def evaluate(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pred_path = out / PREDICTIONS_FILE
-    _cut_partial_line(pred_path)
+    cut_partial_line(pred_path)   # a run killed mid-write: that sample runs again
     done = read_predictions(pred_path)[0] if pred_path.exists() else {}
     s = agent.sampling
     settings = _jsonable({

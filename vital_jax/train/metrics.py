@@ -36,6 +36,8 @@ from typing import IO, Any, Self
 
 import numpy as np
 
+from vital_jax.jsonl import BadLine, cut_partial_line, parse_lines
+
 __all__ = [
     "MetricsWriter",
     "ProgressBar",
@@ -192,22 +194,13 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     path = os.fspath(path)
     if os.path.isdir(path):
         path = os.path.join(path, JSONL_NAME)
-    rows = []
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            rows.append(
-                {
-                    k: _NONFINITE_STR.get(v, v) if isinstance(v, str) else v
-                    for k, v in row.items()
-                }
-            )
+        parsed = parse_lines(f.read())
+    rows = []
+    for _, row in parsed:
+        if isinstance(row, BadLine):
+            continue
+        rows.append({k: _NONFINITE_STR.get(v, v) if isinstance(v, str) else v for k, v in row.items()})
     return rows
 
 
@@ -215,30 +208,6 @@ def _join(prefix: str, key: str) -> str:
     if not prefix:
         return key
     return prefix + key if prefix.endswith("/") else f"{prefix}/{key}"
-
-
-def _drop_partial_last_line(path: str) -> None:
-    """A crash mid-write can leave a line without its newline; appending after it would glue the
-    next record onto it. Cut the file back to its last complete line."""
-    with open(path, "rb+") as f:
-        size = f.seek(0, os.SEEK_END)
-        if size == 0:
-            return
-        f.seek(size - 1)
-        if f.read(1) == b"\n":
-            return
-        pos = size
-        chunk = 4096
-        while pos > 0:
-            start = max(0, pos - chunk)
-            f.seek(start)
-            block = f.read(pos - start)
-            nl = block.rfind(b"\n")
-            if nl >= 0:
-                f.truncate(start + nl + 1)
-                return
-            pos = start
-        f.truncate(0)
 
 
 class MetricsWriter:
@@ -284,7 +253,7 @@ class MetricsWriter:
         if jsonl:
             self.jsonl_path = os.path.join(self.log_dir, JSONL_NAME)
             if os.path.exists(self.jsonl_path):
-                _drop_partial_last_line(self.jsonl_path)
+                cut_partial_line(self.jsonl_path)
             self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")  # noqa: SIM115
         if tensorboard:
             self._events, self.event_path = self._open_event_file()

@@ -431,8 +431,12 @@ class RLTrainer:
 
     def log_rollouts(self, step, prompts, eps, comps, adv) -> None:
         """Append the step's first ``rl.log_rollouts`` episodes to ``<out_dir>/rollouts.jsonl``."""
+        from vital_jax.jsonl import cut_partial_line
+
         G = self.cfg.rl.group_size
-        with open(self.run.out / "rollouts.jsonl", "a") as f:
+        path = self.run.out / "rollouts.jsonl"
+        cut_partial_line(path)         # a run killed mid-write, resumed
+        with open(path, "a") as f:
             for i, ep in enumerate(eps[:self.cfg.rl.log_rollouts]):
                 rec = prompts[i // G]["record"]
                 f.write(json.dumps({"step": step + 1, "record": _key(rec), "group": i // G, "texts": list(ep.texts),
