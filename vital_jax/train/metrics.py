@@ -7,10 +7,9 @@
   **Non-finite floats are written as the strings** ``"nan"``, ``"inf"`` and ``"-inf"``: plain
   ``json`` would emit the bare tokens ``NaN``/``Infinity``, which are not JSON, and ``null`` would
   lose which one it was. :func:`read_jsonl` turns them back into floats.
-- ``<log_dir>/events.out.tfevents.<unix time>.<host>[.<n>]``: a TFRecord file of ``Event``
-  protobufs, first the ``file_version: "brain.Event:2"`` event, then one event per call whose
-  ``Summary`` holds a ``simple_value`` per key. TensorBoard reads every event file in the
-  directory, so each writer opens a file of its own and a resumed run simply adds one.
+- ``<log_dir>/events.out.tfevents.*``: TensorBoard scalars, one per key, written by
+  ``tensorboardX`` (no TensorFlow). TensorBoard reads every event file in the directory, so each
+  writer opens a file of its own and a resumed run simply adds one.
 
 Only process 0 writes (``process_index`` defaults to ``jax.process_index()``, so create the
 writer after ``jax.distributed.initialize``); on other processes every method is a no-op and
@@ -27,8 +26,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
-import struct
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -38,130 +35,11 @@ import numpy as np
 
 from vital_jax.jsonl import BadLine, cut_partial_line, parse_lines
 
-__all__ = [
-    "MetricsWriter",
-    "ProgressBar",
-    "crc32c",
-    "encode_event",
-    "masked_crc32c",
-    "read_jsonl",
-    "tfrecord_frame",
-]
+__all__ = ["MetricsWriter", "ProgressBar", "read_jsonl"]
 
 JSONL_NAME = "metrics.jsonl"
-EVENT_FILE_PREFIX = "events.out.tfevents"
 _RESERVED = ("step", "time")
 _NONFINITE_STR = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-
-
-# --------------------------------------------------------------------------------------------
-# CRC32C (Castagnoli) and TFRecord framing
-# --------------------------------------------------------------------------------------------
-
-
-def _crc32c_table() -> tuple[int, ...]:
-    poly = 0x82F63B78  # reflected Castagnoli polynomial (TFRecord uses CRC32C, not zlib's CRC32)
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ poly if crc & 1 else crc >> 1
-        table.append(crc)
-    return tuple(table)
-
-
-_CRC_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    """CRC32C of ``data``. Byte-wise table lookup: fine for metric records (a few KB per step)."""
-    crc = 0xFFFFFFFF
-    table = _CRC_TABLE
-    for b in data:
-        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def masked_crc32c(data: bytes) -> int:
-    """TFRecord's masked CRC: rotate right by 15 and add a constant (the format's definition)."""
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def tfrecord_frame(data: bytes) -> bytes:
-    """One TFRecord: u64 length, masked CRC of the length bytes, data, masked CRC of the data
-    (all little-endian)."""
-    length = struct.pack("<Q", len(data))
-    return (
-        length
-        + struct.pack("<I", masked_crc32c(length))
-        + data
-        + struct.pack("<I", masked_crc32c(data))
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Minimal protobuf encoding of tensorflow.Event / tensorflow.Summary
-# --------------------------------------------------------------------------------------------
-# Event:          1 wall_time (double), 2 step (int64), 3 file_version (string), 5 summary (Summary)
-# Summary:        1 value (repeated Summary.Value)
-# Summary.Value:  1 tag (string), 2 simple_value (float)
-
-
-def _varint(value: int) -> bytes:
-    value &= 0xFFFFFFFFFFFFFFFF  # int64 fields: negatives are 10-byte two's complement varints
-    out = bytearray()
-    while True:
-        bits = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(bits | 0x80)
-        else:
-            out.append(bits)
-            return bytes(out)
-
-
-def _key(field: int, wire_type: int) -> bytes:
-    return _varint((field << 3) | wire_type)
-
-
-def _len_delimited(field: int, payload: bytes) -> bytes:
-    return _key(field, 2) + _varint(len(payload)) + payload
-
-
-def _float32_bytes(value: float) -> bytes:
-    # struct.pack("<f") raises on values beyond float32's range; TensorBoard would show inf.
-    with np.errstate(over="ignore"):
-        return np.float32(value).astype("<f4").tobytes()
-
-
-def encode_event(
-    wall_time: float,
-    *,
-    step: int | None = None,
-    file_version: str | None = None,
-    scalars: Mapping[str, float] | None = None,
-) -> bytes:
-    """Serialize a ``tensorflow.Event`` holding a file version or a summary of scalars."""
-    out = _key(1, 1) + struct.pack("<d", wall_time)
-    if step is not None:
-        out += _key(2, 0) + _varint(int(step))
-    if file_version is not None:
-        out += _len_delimited(3, file_version.encode())
-    if scalars:
-        summary = b"".join(
-            _len_delimited(
-                1, _len_delimited(1, tag.encode()) + _key(2, 5) + _float32_bytes(value)
-            )
-            for tag, value in scalars.items()
-        )
-        out += _len_delimited(5, summary)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Metric values
-# --------------------------------------------------------------------------------------------
 
 
 def _to_number(key: str, value: Any) -> int | float:
@@ -242,9 +120,8 @@ class MetricsWriter:
         self.console = console
         self._stream = stream
         self._jsonl: IO[str] | None = None
-        self._events: IO[bytes] | None = None
+        self._events = None
         self.jsonl_path: str | None = None
-        self.event_path: str | None = None
         self._last_flush = time.monotonic()
         self._closed = False
         if not self.active:
@@ -256,27 +133,12 @@ class MetricsWriter:
                 cut_partial_line(self.jsonl_path)
             self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")  # noqa: SIM115
         if tensorboard:
-            self._events, self.event_path = self._open_event_file()
-            self._events.write(
-                tfrecord_frame(
-                    encode_event(time.time(), step=0, file_version="brain.Event:2")
-                )
-            )
-            self._events.flush()
+            from tensorboardX import SummaryWriter
 
-    def _open_event_file(self) -> tuple[IO[bytes], str]:
-        host = socket.gethostname() or "localhost"
-        base = os.path.join(
-            self.log_dir, f"{EVENT_FILE_PREFIX}.{int(time.time()):010d}.{host}"
-        )
-        # Two writers in the same second (a quick restart) must not share or clobber a file.
-        for n in range(1000):
-            path = base if n == 0 else f"{base}.{n}"
-            try:
-                return open(path, "xb"), path
-            except FileExistsError:
-                continue
-        raise RuntimeError(f"could not create a new event file next to {base}")
+            # flushing is ours (flush_secs below); tensorboardX's own thread would flush too
+            # a unique suffix: two writers in the same second (a quick restart) get two files
+            self._events = SummaryWriter(self.log_dir, flush_secs=max(1, int(self.flush_secs)),
+                                         filename_suffix=f".{os.getpid()}.{time.time_ns()}")
 
     def write(self, step: int, metrics: Mapping[str, Any], *, prefix: str = "") -> None:
         if not self.active:
@@ -297,11 +159,9 @@ class MetricsWriter:
             # allow_nan=False: a non-finite number that slipped through must fail, not write
             # invalid JSON.
             self._jsonl.write(json.dumps(row, allow_nan=False) + "\n")
-        if self._events is not None and values:
-            scalars = {k: float(v) for k, v in values.items()}
-            self._events.write(
-                tfrecord_frame(encode_event(now, step=step, scalars=scalars))
-            )
+        if self._events is not None:
+            for k, v in values.items():
+                self._events.add_scalar(k, float(v), global_step=step, walltime=now)
         if self.console:
             stream = self._stream or sys.stdout
             body = " | ".join(f"{k} {_fmt(v)}" for k, v in values.items())
@@ -342,18 +202,20 @@ class MetricsWriter:
         self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")  # noqa: SIM115
 
     def flush(self) -> None:
-        for f in (self._jsonl, self._events):
-            if f is not None and not f.closed:
-                f.flush()
+        if self._jsonl is not None and not self._jsonl.closed:
+            self._jsonl.flush()
+        if self._events is not None and not self._closed:
+            self._events.flush()
         self._last_flush = time.monotonic()
 
     def close(self) -> None:
         if self._closed:
             return
         self.flush()
-        for f in (self._jsonl, self._events):
-            if f is not None:
-                f.close()
+        if self._jsonl is not None:
+            self._jsonl.close()
+        if self._events is not None:
+            self._events.close()
         self._closed = True
 
     def __enter__(self) -> Self:
