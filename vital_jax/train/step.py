@@ -121,6 +121,8 @@ def state_shardings(optimizer: optax.GradientTransformation, param_sh: dict, opt
     A leaf belongs to a parameter when the trailing dict keys of its path name that parameter and
     the shapes agree (optax wraps the moment trees in its own state tuples, and masked or
     multi-transformed states hold placeholders for frozen parameters).
+    Why not ``optax.tree_map_params``: in optax 0.2.8 it fails on the ``MaskedNode`` placeholders
+    of the frozen-tower optimizer (``multi_transform``), which every frozen-vision run uses.
     """
     del optimizer
     mesh = jax.tree.leaves(param_sh)[0].mesh
