@@ -84,8 +84,11 @@ class RuntimeOptions:
       Python loop (unrolled).
     - ``remat``: ``"none"``, ``"full"`` (recompute each layer in the backward pass) or ``"dots"``
       (save only matmul outputs without batch dims).
-    - ``attention``: ``"xla"`` (plain einsum + masked softmax). A Pallas/splash kernel plugs in
-      through :func:`vital_jax.models.qwen2_5_vl.modeling.register_attention`.
+    - ``attention``: ``"xla"`` (plain einsum + masked softmax) or ``"blockwise"`` (flash-style
+      online softmax with a recomputing backward, :mod:`~vital_jax.models.qwen2_5_vl.blockwise`:
+      no [L, L] or [N, N] array in training's decoder and the vision tower's frame attention; the
+      sampler's cached calls stay on xla). A Pallas/splash kernel plugs in through
+      :func:`vital_jax.models.qwen2_5_vl.modeling.register_attention`.
     - ``freeze_vision``: no gradient flows into the vision tower (VITAL's RL setting).
     - ``vision_frame_block``: 0 (default) runs the full-attention vision blocks with a dense
       [N, N] frame mask, right for any layout. k > 0 promises that no frame (one temporal slice

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vital_jax.models.qwen2_5_vl.blockwise import blockwise_attention
 from vital_jax.models.qwen2_5_vl.config import ModelConfig
 from vital_jax.sharding import constrain
 
@@ -96,6 +97,15 @@ def xla_causal_attention(q: Array, k: Array, v: Array, valid: Array, scale: floa
         outs.append(jnp.einsum("bhqk,bhkd->bhqd", p, vh[:, :, :c1], preferred_element_type=jnp.float32))
     o = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=2)
     return o.astype(q.dtype)
+
+
+@register_attention("blockwise")
+def blockwise_masked_attention(q: Array, k: Array, v: Array, mask: Array, scale: float) -> Array:
+    """``runtime.attention="blockwise"`` for calls that come with a dense mask (the sampler's
+    prefill/append/decode over the KV cache): those stay on :func:`xla_attention`. The whole-
+    sequence causal decoder (training) and the vision tower's frame attention call
+    :func:`blockwise.blockwise_attention` directly, with segment/position metadata instead."""
+    return xla_attention(q, k, v, mask, scale)
 
 
 def attention_fn(name: str) -> Callable:
@@ -368,6 +378,9 @@ def _vision_attention(cfg: ModelConfig, q, k, vv, seg_w, seg_f, is_full) -> Arra
     def frame(q, k, vv):
         if frame_block:
             return _banded_attention(attn, q, k, vv, seg_f, frame_block, scale)
+        if cfg.runtime.attention == "blockwise":   # no [N, N] mask or scores
+            return blockwise_attention(q[None], jnp.swapaxes(k, 0, 1)[None], jnp.swapaxes(vv, 0, 1)[None], scale,
+                                       seg_q=seg_f[None], seg_k=seg_f[None])[0]
         return attn(q[None], jnp.swapaxes(k, 0, 1)[None], jnp.swapaxes(vv, 0, 1)[None],
                     (seg_f[:, None] == seg_f[None, :])[None], scale)[0]
 
@@ -498,6 +511,10 @@ def _text_layer(cfg: ModelConfig, x, p, kv, *, cos, sin, mask, write_at):
         if cfg.runtime.attention == "xla":
             o = xla_causal_attention(q, k, v, mask.valid, t.head_dim ** -0.5)          # [B, H, n, d]
             o = jnp.swapaxes(o, 1, 2)
+        elif cfg.runtime.attention == "blockwise":   # no [n, n] scores in forward or backward
+            valid = mask.valid.astype(jnp.int32)
+            o = blockwise_attention(q, k, v, t.head_dim ** -0.5, seg_q=jnp.ones_like(valid), seg_k=valid,
+                                    causal=True)
         else:  # a registered kernel gets the materialised mask
             o = attention_fn(cfg.runtime.attention)(q, k, v, causal_mask(mask.valid), t.head_dim ** -0.5)
     else:
