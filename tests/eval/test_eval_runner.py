@@ -257,3 +257,31 @@ def test_blind_control_blanks_every_frame_the_model_sees(tmp_path, model, tok, s
             np.testing.assert_array_equal(pb, np.broadcast_to(grey[0], pb.shape))
     assert json.loads((tmp_path / "blind" / runner.RUN_FILE).read_text())["blind"] is True
     assert "blind" not in json.loads((tmp_path / "seeing" / runner.RUN_FILE).read_text())
+
+
+def test_frames_band_the_tower_and_oom_is_one_line(tmp_path, ckpt, suite, capsys, monkeypatch):
+    """The sampler's tower attends within frames banded by the largest frame the inputs can show
+    (56x56 frames: 16 patches), never [N, N] over a batch; running out of device memory is one
+    line naming the settings to lower, exit status 2, and no traceback."""
+    import jax
+
+    seen = []
+    real_sampler = runner.Sampler
+
+    def spy(cfg, *a, **k):
+        seen.append(cfg.runtime.vision_frame_block)
+        return real_sampler(cfg, *a, **k)
+
+    def oom(*a, **k):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 954499711632 bytes.")
+
+    monkeypatch.setattr(runner, "Sampler", spy)
+    monkeypatch.setattr(runner, "run_episodes", oom)
+    rc = main(["eval", "--ckpt", ckpt, "--benchmark", "synthetic", "--data", str(suite / "eval.jsonl"),
+               "--video-root", str(suite), "--frames", "8", "--max-pixels", "3136", "--clip-max-pixels", "3136",
+               "--clip-max-frames", "8", "--max-new-tokens", "16", "--batch-size", "4", "--limit", "4",
+               "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert seen == [16]
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "out of device memory" in err
+    assert "--batch-size" in err and "--max-pixels" in err and "Traceback" not in err

@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from vital_jax.agent.loop import AgentConfig
-    from vital_jax.eval.runner import EVAL_AGENT_CONFIG, EvalSettingsError, evaluate
+    from vital_jax.eval.runner import EVAL_AGENT_CONFIG, EvalResourceError, EvalSettingsError, evaluate
     from vital_jax.eval.scoring import summary_table
     from vital_jax.video import sampling as vs
 
@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
                           clip_kwargs=vision["clip_kwargs"],
                           seed=args.seed, limit=args.limit,
                           run_info={"ckpt": os.path.abspath(args.ckpt), "data": os.path.abspath(args.data)}, log=print)
-    except EvalSettingsError as e:
+    except (EvalSettingsError, EvalResourceError) as e:
         raise CommandError(str(e)) from None
     print(summary_table(result))
     return 0

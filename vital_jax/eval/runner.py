@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 from vital_jax.agent.loop import AgentConfig, Episode, EpisodeRequest, run_episodes
@@ -79,6 +80,10 @@ class EvalSettingsError(ValueError):
     """``out_dir`` holds predictions made with other settings (names the file and the keys)."""
 
 
+class EvalResourceError(RuntimeError):
+    """The device ran out of memory; the message names the settings that size the run."""
+
+
 # --------------------------------------------------------------------------- inputs
 
 
@@ -116,6 +121,7 @@ class _Budget:
     visual: int          # merged visual tokens of the question video
     clip: int            # visual tokens of the largest clip the tool could return
     observation: int     # ids of the largest tool turn (clip or error)
+    frame_patches: int = 0   # patches of the largest frame (one temporal slice) it can show
 
 
 def _round_up(n: int, m: int) -> int:
@@ -129,7 +135,7 @@ def _budget(renderer: ChatRenderer, question: str, video: str | None, *, use_too
     ``text_timestamps`` the clip's group times are taken as the video's duration (the longest
     numbers it can show), so its observation length is an upper bound."""
     error_obs = len(renderer.tool_text_ids(_LONG_TOOL_ERROR))
-    vid = clip = 0
+    vid = clip = frame = 0
     duration = None
     vid_times = clip_groups = None
     if video is not None:
@@ -150,6 +156,8 @@ def _budget(renderer: ChatRenderer, question: str, video: str | None, *, use_too
             frames = min(ticks, clip_kwargs.get("max_frames", vs.CLIP_MAX_FRAMES))
             clip = -(-frames // 2) * (h // f) * (w // f)
             clip_groups = -(-frames // 2)
+            p = vs.PATCH_SIZE
+            frame = max((plan.height // p) * (plan.width // p), (h // p) * (w // p) if use_tool else 0)
         except VideoError:
             vid = clip = 0  # the episode will end video_error; it needs no room
             duration = None
@@ -159,7 +167,7 @@ def _budget(renderer: ChatRenderer, question: str, video: str | None, *, use_too
     if use_tool and clip:
         stamps = (duration or 0.0,) * clip_groups if text_timestamps else None
         obs = max(obs, len(renderer.tool_result_ids(0.0, duration or 0.0, Vision("video", clip, stamps))))
-    return _Budget(prompt, vid, clip if use_tool else 0, obs)
+    return _Budget(prompt, vid, clip if use_tool else 0, obs, frame)
 
 
 def default_sampler_config(budgets: Sequence[_Budget], *, batch_size: int, max_turns: int,
@@ -401,12 +409,31 @@ def _run(cfg, params, tokenizer, todo: Sequence[Sample], pred_path: Path, *, use
         default = default_sampler_config(budgets, batch_size=min(batch_size, len(todo)),
                                          max_turns=agent.max_turns, max_new_tokens=agent.sampling.max_new_tokens)
         sampler_config = dataclasses.replace(default, **dict(sampler_config or {}))
+        # the tower's full-attention blocks attend within a frame: band them by the largest frame
+        # any input can show, not [N, N] over every patch of the batch (198k patches of upscaled
+        # 64x64 frames asked for ~1 TB)
+        largest = max(b.frame_patches for b in budgets)
+        if largest and not cfg.runtime.vision_frame_block and cfg.runtime.attention != "blockwise":
+            cfg = cfg.with_runtime(vision_frame_block=_round_up(largest, 16))
         say(f"sampler: batch {sampler_config.batch_size}, cache {sampler_config.cache_length}, chunks "
             f"{sampler_config.chunk_buckets}, vision {sampler_config.vision_buckets} "
             f"(sized from {len(budgets)} prompts in {time.perf_counter() - t0:.1f} s)")
     # built once: its compiled programs serve every batch (a short last batch runs with empty rows)
     sampler = Sampler(cfg, params, sampler_config, mesh=mesh)
-    B = sampler_config.batch_size
+    try:
+        _run_batches(sampler, renderer, todo, requests, pred_path, agent, tokenizer, seed, say)
+    except jax.errors.JaxRuntimeError as e:
+        if "RESOURCE_EXHAUSTED" not in str(e) and "Out of memory" not in str(e):
+            raise
+        c = sampler_config
+        raise EvalResourceError(
+            f"out of device memory ({str(e).splitlines()[0][:160]}) with batch {c.batch_size}, cache "
+            f"{c.cache_length} tokens, vision buckets up to {max(c.vision_buckets)} patches: lower --batch-size, "
+            "or --frames / --max-pixels / --clip-max-pixels (video tokens), or --max-new-tokens") from None
+
+
+def _run_batches(sampler, renderer, todo, requests, pred_path, agent, tokenizer, seed, say) -> None:
+    B = sampler.config.batch_size
     n_batches = -(-len(todo) // B)
     with pred_path.open("a", encoding="utf-8") as f:
         for k in range(n_batches):
