@@ -242,3 +242,14 @@ def test_periodic_heldout_eval_gives_the_curve(suite, tmp_path, compile_cache):
     with pytest.raises(rl_mod.ConfigError, match="data.eval_file"):
         rl_mod.run_rl(_cfg(suite, tmp_path / "bad", steps=1, extra=("rl.eval_every=1", "data.eval_file=nope.jsonl")),
                       log=lambda s: None)
+
+
+def test_rollout_sampler_holds_every_rows_clip(suite, tmp_path):
+    """The rollout sampler's per-call visual budget covers a whole batch of clips when a clip has
+    more tokens than the question video (larger clip frames), not only the question videos."""
+    cfg = _cfg(suite, tmp_path / "r", extra=("data.vision.max_frames=4", "data.vision.max_pixels=784",
+                                             "data.vision.min_pixels=784", "data.vision.clip_max_frames=16",
+                                             "data.vision.clip_max_pixels=3136"))
+    tr = rl_mod.RLTrainer(cfg, log=lambda s: None)
+    clip_tokens = 16 // 2 * 3136 // (28 * 28)
+    assert tr.sampler.config.max_visual_tokens >= cfg.rl.rollout_batch * clip_tokens

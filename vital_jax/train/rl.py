@@ -223,7 +223,8 @@ class RLTrainer:
         self.ref_params = (jax.tree.map(jnp.copy, self.state.params) if rl.beta > 0 else None)
         self.run.params = None
         v = cfg.data.vision
-        per_row_tokens = v.max_frames * v.max_pixels // (28 * 28) // 2 + 8
+        # one sampler call encodes every row's question video (prefill) or every row's clip (append)
+        per_row_tokens = max(v.max_frames * v.max_pixels, v.clip_max_frames * v.clip_max_pixels) // (28 * 28) // 2 + 8
         self.sampler = Sampler(self.mcfg, self.state.params, SamplerConfig(
             batch_size=rl.rollout_batch, cache_length=rl.cache_length,
             chunk_buckets=tuple(b for b in (32, 128, 512, 2048) if b < rl.cache_length) or (rl.cache_length,),
