@@ -1,6 +1,7 @@
 """`vital convert` / `vital export` round trip, and restore onto another mesh."""
 
 import numpy as np
+import pytest
 import jax
 
 from tests.models import hf_reference as ref
@@ -66,3 +67,31 @@ def test_sharded_load_copies_only_each_shard(tmp_path, mesh222, monkeypatch):
     for shape, nbytes, shard in copied:
         assert nbytes == int(np.prod(shard)) * 4, (shape, shard)
     assert any(np.prod(shard) < np.prod(shape) for shape, _, shard in copied)   # something was sharded
+
+
+def test_safetensors_written_by_the_library_and_read_as_views(tmp_path):
+    """Export writes through ``safetensors.numpy.save_file`` (bfloat16 included); our reader maps
+    the same bytes without copying, and the library reads back what we wrote."""
+    import ml_dtypes
+    from safetensors import safe_open
+
+    from vital_jax.models.safetensors_io import SafetensorsError, SafetensorsFile, save_file
+
+    rng = np.random.default_rng(0)
+    tensors = {"w.bf16": rng.standard_normal((3, 5)).astype(ml_dtypes.bfloat16),
+               "w.f32": rng.standard_normal((4,)).astype(np.float32), "ids": np.arange(6, dtype=np.int64)}
+    path = tmp_path / "x.safetensors"
+    save_file(tensors, path)
+    ours = SafetensorsFile(path)
+    assert ours.metadata["format"] == "pt" and sorted(ours.names()) == sorted(tensors)
+    with safe_open(str(path), framework="numpy") as lib:
+        for name, want in tensors.items():
+            got = ours.get(name)
+            assert isinstance(got.base, np.memmap) or isinstance(got, np.memmap)     # a view, not a copy
+            assert got.dtype == want.dtype and np.array_equal(got, want)
+            assert np.array_equal(lib.get_tensor(name), want)
+    with pytest.raises(SafetensorsError, match="complex64"):
+        save_file({"c": np.zeros(2, np.complex64)}, tmp_path / "bad.safetensors")
+    (tmp_path / "short.safetensors").write_bytes(path.read_bytes()[:-4])
+    with pytest.raises(SafetensorsError, match="runs past the end"):
+        SafetensorsFile(tmp_path / "short.safetensors")

@@ -1,9 +1,12 @@
-"""Minimal safetensors reading/writing on NumPy memory maps, bfloat16 included.
+"""Reading ``.safetensors`` as NumPy memory maps (bfloat16 included); writing is the library's.
 
-The ``safetensors`` package's NumPy backend cannot represent bfloat16 (the dtype of every real
-Qwen2.5-VL checkpoint), so we read the format directly: an 8-byte little-endian header length, a
-JSON header ``{name: {dtype, shape, data_offsets}}``, then the raw bytes. Tensors are memory
-mapped, so reading one never loads the whole file.
+Why the reader is ours: ``load_pretrained`` builds each device's shard of a parameter from a
+*view* of the stored tensor (an HF linear weight is transposed and reshaped into our layout, then
+sliced by the device's index), so only that shard's bytes are ever copied. The ``safetensors``
+package reads whole tensors (``get_tensor``) or slices in the *stored* layout (``get_slice``),
+and it does not expose the byte offsets a memory map needs; the format (an 8-byte little-endian
+header length, a JSON header ``{name: {dtype, shape, data_offsets}}``, the raw bytes) is small
+enough to map directly. Files are written with ``safetensors.numpy.save_file``.
 """
 
 from __future__ import annotations
@@ -75,20 +78,10 @@ class SafetensorsFile:
 
 
 def save_file(tensors: dict[str, np.ndarray], path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    header, offset, order = {}, 0, []
+    """``safetensors.numpy.save_file`` with the ``format: pt`` metadata transformers expects."""
+    from safetensors.numpy import save_file as _save
+
     for name, arr in tensors.items():
-        arr = np.ascontiguousarray(arr)
-        if arr.dtype not in _NAMES:
+        if np.dtype(arr.dtype) not in _NAMES:
             raise SafetensorsError(f"cannot save tensor {name!r} of dtype {arr.dtype}")
-        header[name] = {"dtype": _NAMES[arr.dtype], "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + arr.nbytes]}
-        offset += arr.nbytes
-        order.append(arr)
-    header["__metadata__"] = {"format": "pt", **(metadata or {})}
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)  # keep data 8-byte aligned
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)))
-        f.write(blob)
-        for arr in order:
-            f.write(arr.tobytes())
+    _save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata={"format": "pt", **(metadata or {})})
