@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vital_jax.bench.readme_table import machine_info
 from vital_jax.models.qwen2_5_vl.blockwise import blockwise_attention
 from vital_jax.models.qwen2_5_vl.modeling import causal_mask, xla_attention
 
@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--xla-max", type=int, default=8192)
     args = ap.parse_args()
     H, K, d = args.heads, args.kv_heads, args.head_dim
-    print(json.dumps({"cpu": platform.processor() or platform.machine(), "devices": str(jax.devices()),
+    print(json.dumps({"machine": machine_info(), "devices": str(jax.devices()),
                       "heads": H, "kv_heads": K, "head_dim": d}))
     rng = np.random.default_rng(0)
     for L in (int(x) for x in args.lengths.split(",")):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from pathlib import Path
 
 import jax
@@ -111,6 +110,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=32, help="MC rows for the LM check")
     args = ap.parse_args()
 
+    from vital_jax.bench.readme_table import machine_info
     from vital_jax.models.checkpoint import load_any
     from vital_jax.prompt import load_tokenizer
     from vital_jax.train.config import vision_settings
@@ -120,7 +120,7 @@ def main() -> None:
     vision = vision_settings(args.ckpt)
     feats, pixels, colour, test = colour_tokens(cfg, params, vision, data, args.scenes)
     result = {
-        "ckpt": args.ckpt, "cpu": platform.processor() or platform.machine(),
+        "ckpt": args.ckpt, "machine": machine_info(),
         "visual_token_norm": float(np.linalg.norm(feats.reshape(len(feats), -1, cfg.text.hidden_size), axis=-1).mean()),
         "text_embed_norm": float(np.linalg.norm(np.asarray(params["embed"]), axis=-1).mean()),
         "visual_spread": float(feats.std(0).mean() / np.abs(feats).mean()),

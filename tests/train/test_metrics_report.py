@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_file_loader
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from vital_jax.train.metrics import MetricsWriter, ProgressBar, read_jsonl
+from vital_jax.train.metrics import MetricsWriter, progress_bar, read_jsonl, show_progress
 from vital_jax.train.report import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -174,73 +174,26 @@ def test_nonzero_process_writes_nothing(tmp_path):
         w.flush()
     assert not log_dir.exists()
     assert out.getvalue() == ""
-    bar = ProgressBar(10, stream=out, process_index=1)
-    assert not bar.update(10, {"loss": 1.0})
-    assert out.getvalue() == ""
 
 
 # ------------------------------------------------------------------------------------------
-# ProgressBar
+# progress bar (tqdm)
 # ------------------------------------------------------------------------------------------
 
 
-class _Clock:
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self):
-        return self.t
-
-
-def test_progress_bar_non_tty_lines_are_rate_limited():
-    out, clock = io.StringIO(), _Clock()
-    bar = ProgressBar(
-        200,
-        keys=("train/loss", "reward", "accuracy"),
-        stream=out,
-        min_interval=5.0,
-        clock=clock,
-    )
-    assert not bar.tty
-    metrics = {"train/loss": 1.234, "reward": 0.41, "accuracy": 0.3, "other": 9}
-    assert bar.update(2, metrics)  # the first update always prints
-    clock.t = 3.1
-    assert not bar.update(3, metrics)  # within min_interval
-    clock.t = 31.0
-    assert bar.update(12, metrics)
-    clock.t = 32.0
-    assert bar.update(200, {"train/loss": float("nan")})  # the last step always prints
-    lines = out.getvalue().split("\n")
-    assert lines[-1] == "" and "\r" not in out.getvalue()
-    assert lines[0] == "step 2/200 | loss 1.23 | reward 0.41 | accuracy 0.30"
-    # 10 steps in 31 s → 3.1 s/step; 188 steps left → 583 s → 9m
-    assert (
-        lines[1]
-        == "step 12/200 | loss 1.23 | reward 0.41 | accuracy 0.30 | 3.1 s/step | eta 9m"
-    )
-    assert lines[2].startswith("step 200/200 | loss nan | ") and lines[2].endswith(
-        "eta 0s"
-    )
-
-
-def test_progress_bar_tty_rewrites_in_place():
-    class Tty(io.StringIO):
-        def isatty(self):
-            return True
-
-    out, clock = Tty(), _Clock()
-    with ProgressBar(3, keys={"loss": "L"}, stream=out, clock=clock) as bar:
-        assert bar.tty
-        bar.update(1, {"loss": 10.0})
-        clock.t = 1.0
-        bar.update(3, {"loss": 0.5})
-    text = out.getvalue()
-    assert text.count("\r") == 2 and text.endswith("\n") and text.count("\n") == 1
-    assert "\rstep 1/3 | L 10.00" in text
-    # the shorter second line is padded so nothing of the first one is left on screen
-    first, second = text.split("\r")[1:]
-    assert len(second.rstrip("\n")) >= len(first)
-
+def test_progress_bar_shows_steps_and_chosen_metrics():
+    out = io.StringIO()
+    bar = progress_bar(200, stream=out)
+    labels = {"sft/loss": "loss", "rl/reward": "reward", "rl/accuracy": "acc"}
+    show_progress(bar, 12, {"sft/loss": 1.234, "rl/accuracy": 0.3, "other": 9}, labels)
+    show_progress(bar, 30, {"sft/loss": float("nan"), "rl/accuracy": 0.5}, labels)
+    bar.refresh()
+    assert bar.n == 30 and bar.total == 200
+    line = out.getvalue().split("\r")[-1]
+    assert "30/200" in line and "loss=nan" in line and "acc=0.50" in line
+    assert "reward" not in line and "other" not in line          # missing and unchosen keys left out
+    bar.close()
+    assert out.getvalue().endswith("\n")
 
 # ------------------------------------------------------------------------------------------
 # Report

@@ -2,10 +2,10 @@
 
 :class:`StepLoop` owns what happens *after* an update, identically for SFT and RL: counting
 skipped (non-finite) updates and stopping past the limit, metrics to ``metrics.jsonl`` /
-TensorBoard every ``log_every`` steps, the console (a :class:`ProgressBar` line rewritten in place
-on a terminal; one log line per ``log_every`` steps otherwise, e.g. in CI logs or when the caller
-passes its own ``log``), checkpoints every ``checkpoint.every`` steps and on SIGTERM/SIGINT, the
-last checkpoint and the final export. The trainer keeps only its step function and curves.
+TensorBoard every ``log_every`` steps, the console (a ``tqdm`` bar on a terminal; one log line per
+``log_every`` steps otherwise, e.g. in CI logs or when the caller passes its own ``log``),
+checkpoints every ``checkpoint.every`` steps and on SIGTERM/SIGINT, the last checkpoint and the
+final export. The trainer keeps only its step function and curves.
 
 Only process 0 writes metrics and draws the progress bar. Log lines go out on every process (each
 host of a pod keeps its own log, and a line from the host that failed is the one you need);
@@ -25,7 +25,7 @@ import jax
 
 from vital_jax.train.common import Run, StopFlag, TrainingError
 from vital_jax.train.config import RunConfig
-from vital_jax.train.metrics import ProgressBar
+from vital_jax.train.metrics import progress_bar, show_progress
 
 
 class StepLoop:
@@ -44,7 +44,8 @@ class StepLoop:
         self.kind, self.total, self.line = kind, int(total), line
         self.log = log
         use_bar = jax.process_index() == 0 and log is print and sys.stdout.isatty()
-        self.bar = ProgressBar(self.total, dict(keys)) if use_bar else None
+        self.keys = dict(keys)
+        self.bar = progress_bar(self.total) if use_bar else None
         self.max_bad = (cfg.sft if kind == "sft" else cfg.rl).max_bad_steps
         self.bad = 0
         self.stopped: str | None = None
@@ -65,6 +66,8 @@ class StepLoop:
         drop metric lines past ``step``."""
         self.bad = int(host.get("bad_steps", 0))
         self.run.writer.drop_after(step)
+        if self.bar is not None:       # count the rate from here, not from step 0
+            self.bar.n = self.bar.last_print_n = step
         self.log(f"resumed from {self.ckpts.directory}/{step}")
 
     # ------------------------------------------------------------------ per step
@@ -82,7 +85,7 @@ class StepLoop:
         if step % self.cfg.log_every == 0 or last:
             self.run.writer.write(step, metrics, prefix=f"{self.kind}/")
         if self.bar is not None:
-            self.bar.update(step, metrics)
+            show_progress(self.bar, step, metrics, self.keys)
         elif step % self.cfg.log_every == 0 or last:
             self.log(self.line(step, metrics))
         if self.bad > self.max_bad:

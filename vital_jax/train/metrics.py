@@ -1,4 +1,4 @@
-"""Training metrics: JSON lines, TensorBoard event files (no TensorFlow) and a console progress line.
+"""Training metrics: JSON lines, TensorBoard event files (no TensorFlow) and the console progress bar.
 
 :class:`MetricsWriter` writes each ``write(step, metrics)`` call to
 
@@ -16,9 +16,9 @@ writer after ``jax.distributed.initialize``); on other processes every method is
 the metric values are not even converted (no device transfer). A writer on a directory that
 already has a ``metrics.jsonl`` appends to it.
 
-:class:`ProgressBar` prints ``step 12/200 | loss 1.23 | reward 0.41 | acc 0.30 | 3.1 s/step |
-eta 9m``: rewritten in place (``\\r``) on a terminal, one line per update at most every
-``min_interval`` seconds otherwise (CI logs).
+:func:`progress_bar` is a ``tqdm`` bar for a terminal (steps, rate, ETA, the chosen metrics as its
+postfix); off a terminal the trainers print one log line per ``log_every`` steps instead (CI logs
+keep every line, and a ``\\r``-rewritten bar is unreadable there).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import numpy as np
 
 from vital_jax.jsonl import BadLine, cut_partial_line, parse_lines
 
-__all__ = ["MetricsWriter", "ProgressBar", "read_jsonl"]
+__all__ = ["MetricsWriter", "progress_bar", "read_jsonl", "show_progress"]
 
 JSONL_NAME = "metrics.jsonl"
 _RESERVED = ("step", "time")
@@ -95,7 +95,7 @@ class MetricsWriter:
     ``/`` is used as is). ``"step"`` and ``"time"`` are reserved keys. Files are flushed on
     ``flush()``, ``close()`` and at most ``flush_secs`` after a write. ``console=True`` also
     prints ``step N | key value | ...`` per write (to ``stream``, default stdout); pass
-    ``console=False`` when a :class:`ProgressBar` shows the numbers instead.
+    ``console=False`` when a :func:`progress_bar` shows the numbers instead.
     """
 
     def __init__(
@@ -226,7 +226,7 @@ class MetricsWriter:
 
 
 # --------------------------------------------------------------------------------------------
-# Console progress line
+# Console progress bar
 # --------------------------------------------------------------------------------------------
 
 
@@ -246,111 +246,17 @@ def _fmt(value: Any) -> str:
     return f"{v:.2f}"
 
 
-def _fmt_duration(seconds: float) -> str:
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+def progress_bar(total_steps: int, *, stream: IO[str] | None = None):
+    """A ``tqdm`` bar over the run's steps (drawn on ``stream``, default stdout)."""
+    from tqdm import tqdm
+
+    return tqdm(total=int(total_steps), file=stream if stream is not None else sys.stdout, unit="step",
+                dynamic_ncols=True, mininterval=0.1, smoothing=0.1)
 
 
-class ProgressBar:
-    """One console line with the step, chosen metrics, seconds per step and the ETA.
+def show_progress(bar, step: int, metrics: Mapping[str, Any], labels: Mapping[str, str]) -> None:
+    """Move ``bar`` to ``step`` steps done, with ``{label: value}`` of the metrics in ``labels``
+    (keys missing from ``metrics`` are left out)."""
+    bar.set_postfix({label: _fmt(metrics[k]) for k, label in labels.items() if k in metrics}, refresh=False)
+    bar.update(int(step) - bar.n)
 
-    ``keys`` names the metrics to show, in order; a mapping ``{key: label}`` sets the labels (a
-    plain key is shown by its last ``/`` component). Missing keys are left out of the line. The
-    rate counts from the first update on, so a slow first step (compilation) does not skew it.
-    Like :class:`MetricsWriter`, only process 0 (default ``jax.process_index()``) prints.
-    """
-
-    def __init__(
-        self,
-        total_steps: int,
-        keys: Sequence[str] | Mapping[str, str] = ("loss", "reward", "accuracy"),
-        *,
-        stream: IO[str] | None = None,
-        min_interval: float | None = None,
-        process_index: int | None = None,
-        clock=time.monotonic,
-    ):
-        self.total_steps = int(total_steps)
-        if isinstance(keys, Mapping):
-            self.labels = dict(keys)
-        else:
-            self.labels = {k: k.rsplit("/", 1)[-1] for k in keys}
-        self.stream = stream if stream is not None else sys.stdout
-        try:
-            self.tty = bool(self.stream.isatty())
-        except (AttributeError, ValueError):
-            self.tty = False
-        # A terminal line is cheap to redraw; a CI log keeps every line, so print rarely there.
-        self.min_interval = (
-            (0.1 if self.tty else 30.0) if min_interval is None else min_interval
-        )
-        if process_index is None:
-            import jax
-
-            process_index = jax.process_index()
-        self.active = int(process_index) == 0
-        self._clock = clock
-        self._first: tuple[int, float] | None = None
-        self._last_print: float | None = None
-        self._last_len = 0
-        self._open_line = False
-
-    def format_line(
-        self, step: int, metrics: Mapping[str, Any], now: float | None = None
-    ) -> str:
-        now = self._clock() if now is None else now
-        parts = [f"step {int(step)}/{self.total_steps}"]
-        for key, label in self.labels.items():
-            if key in metrics:
-                parts.append(f"{label} {_fmt(metrics[key])}")
-        if self._first is not None and step > self._first[0]:
-            rate = (now - self._first[1]) / (step - self._first[0])
-            parts.append(f"{rate:.2g} s/step" if rate < 10 else f"{rate:.0f} s/step")
-            parts.append(f"eta {_fmt_duration(rate * max(self.total_steps - step, 0))}")
-        return " | ".join(parts)
-
-    def update(self, step: int, metrics: Mapping[str, Any] | None = None) -> bool:
-        """Show ``step`` (the number of steps done); returns whether a line was written."""
-        if not self.active:
-            return False
-        now = self._clock()
-        step = int(step)
-        if self._first is None:
-            self._first = (step, now)
-        last = step >= self.total_steps
-        if (
-            self._last_print is not None
-            and not last
-            and now - self._last_print < self.min_interval
-        ):
-            return False
-        line = self.format_line(step, metrics or {}, now)
-        if self.tty:
-            pad = " " * max(
-                self._last_len - len(line), 0
-            )  # blank out a longer previous line
-            self.stream.write("\r" + line + pad)
-            self._open_line = True
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-        self._last_len = len(line)
-        self._last_print = now
-        return True
-
-    def close(self) -> None:
-        """End the in-place line on a terminal, so later output starts on a fresh line."""
-        if self.active and self.tty and self._open_line:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._open_line = False
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
