@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 # name -> (module, one-line help). Keep sorted by pipeline stage.
@@ -42,10 +43,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stdout(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is when a record is emitted (not when the handler was
+    made), so redirected or captured stdout gets the lines."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """The commands' console: ``vital_jax`` log records as plain lines on stdout (idempotent).
+    Library code only logs (``logging.getLogger(__name__)``); an application chooses where."""
+    pkg = logging.getLogger("vital_jax")
+    pkg.setLevel(level)
+    if not any(isinstance(h, _Stdout) for h in pkg.handlers):
+        handler = _Stdout()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        pkg.addHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     from vital_jax.host_alloc import keep_freed_memory
 
     keep_freed_memory()   # before any JAX buffer exists; see host_alloc.py
+    setup_logging()
     args = build_parser().parse_args(argv)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)

@@ -77,7 +77,7 @@ def test_model_knobs_resize_the_demo_model_only(tmp_path):
     assert 2 * sum(cfg.text.mrope_section) == cfg.text.head_dim
     assert (cfg.vision.hidden_size, cfg.vision.depth, cfg.vision.out_hidden_size) == (48, 2, 96)
     assert ModelConfig.tiny().text.hidden_size == 64          # the preset itself is untouched
-    init = init_model(demo, tmp_path, log=lambda *a: None)
+    init = init_model(demo, tmp_path)
     assert init == tmp_path / "init" and (init / "tokenizer.json").is_file()
     loaded, _ = load_pretrained(init)
     assert loaded.text.hidden_size == 96 and loaded.vision.depth == 2
@@ -94,7 +94,7 @@ def test_a_stopped_stage_ends_the_demo(tmp_path, monkeypatch, capsys):
     import vital_jax.train.sft as sft_mod
 
     monkeypatch.setattr(synthetic, "generate", lambda *a, **k: None)
-    monkeypatch.setattr(sft_mod, "run_sft", lambda cfg, log: {"stopped": "SIGTERM", "steps": 7, "final": None})
+    monkeypatch.setattr(sft_mod, "run_sft", lambda cfg: {"stopped": "SIGTERM", "steps": 7, "final": None})
 
     def no_rl(*a, **k):
         raise AssertionError("RL started after a stopped SFT")

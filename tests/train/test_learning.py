@@ -49,7 +49,6 @@ WORDS = ("apple river stone cloud green tiger paper metal window garden silver c
          "table bridge forest pencil rocket shadow").split()
 ANSWER_FMT = "<think>{think}</think><answer>{letter}</answer>"
 PRIOR = (0.4, 0.2, 0.2, 0.2)         # the SFT warm start's letter frequencies (A..D)
-QUIET = dict(log=lambda s: None)
 
 
 def _words(rng, n=3):
@@ -120,7 +119,7 @@ def _sft(root, task, steps, bucket, *extra, lr=3e-3, batch=16):
         "stage=sft", f"model.init_from={root / 'init'}", f"data.sft_files=[{task}_sft.jsonl]",
         f"sft.steps={steps}", f"sft.batch_size={batch}", f"sft.optim.learning_rate={lr}", "sft.optim.warmup_steps=5",
         "sft.optim.schedule=cosine", "sft.optim.final_lr_fraction=0.1"])
-    return run_sft(cfg, **QUIET)
+    return run_sft(cfg)
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +134,7 @@ def _rl(root, init, task, out, loss, steps, bucket, *extra):
         "rl.eval_limit=64", "rl.prompts_per_step=8", "rl.group_size=8", "rl.rollout_batch=64", "rl.max_new_tokens=40",
         f"rl.cache_length={bucket}", "rl.temperature=1.0", "rl.repetition_penalty=1.0", "rl.beta=0.0",
         "model.freeze_vision=true", "rl.optim.learning_rate=2e-3", "rl.optim.warmup_steps=3", *extra])
-    return rl_mod.run_rl(cfg, **QUIET)
+    return rl_mod.run_rl(cfg)
 
 
 def _heldout(res, key="accuracy"):

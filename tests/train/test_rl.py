@@ -19,6 +19,8 @@ from vital_jax.train.config import load_config
 from vital_jax.train.metrics import read_jsonl
 from vital_jax.train.step import row_vision_embeds, token_logps
 
+from tests.log_lines import LogLines
+
 
 class _Visual:
     def __init__(self, t, rng):
@@ -169,16 +171,17 @@ def _cfg(suite, out, steps=3, extra=()):
 def test_rl_run_resumes_exactly(suite, tmp_path, monkeypatch, compile_cache):
     monkeypatch.setattr(rl_mod, "score_episode", _fake_score)
     extra = ("rl.difficulty.enabled=true", "rl.dynamic_sampling=true", "rl.max_refills=1")
-    full = rl_mod.run_rl(_cfg(suite, tmp_path / "full", extra=extra), log=lambda s: None)
+    full = rl_mod.run_rl(_cfg(suite, tmp_path / "full", extra=extra))
     assert full["stopped"] is None and full["steps"] == 3
 
     def stop_after_two(msg):
         if msg.startswith("rl step 2/"):
             signal.raise_signal(signal.SIGTERM)
 
-    part = rl_mod.run_rl(_cfg(suite, tmp_path / "part", extra=extra), log=stop_after_two)
+    with LogLines(on_line=stop_after_two):
+        part = rl_mod.run_rl(_cfg(suite, tmp_path / "part", extra=extra))
     assert part["stopped"] == "SIGTERM" and part["steps"] == 2
-    resumed = rl_mod.run_rl(_cfg(suite, tmp_path / "part", extra=extra), log=lambda s: None)
+    resumed = rl_mod.run_rl(_cfg(suite, tmp_path / "part", extra=extra))
     assert resumed["steps"] == 3
 
     a = {r["step"]: r for r in read_jsonl(tmp_path / "full")}
@@ -224,8 +227,9 @@ def test_periodic_heldout_eval_gives_the_curve(suite, tmp_path, compile_cache):
     import json
 
     extra = ("rl.eval_every=2", "rl.eval_limit=3", "data.eval_file=rl.jsonl", "checkpoint.every=0", "rl.log_rollouts=3")
-    logs = []
-    res = rl_mod.run_rl(_cfg(suite, tmp_path / "run", steps=3, extra=extra), log=logs.append)
+    with LogLines() as log:
+        res = rl_mod.run_rl(_cfg(suite, tmp_path / "run", steps=3, extra=extra))
+    logs = log.lines
     curves = res["curves"]
     for name in ("score/heldout", "reward/heldout", "accuracy/heldout", "iou/heldout", "tool_call_rate/heldout"):
         assert [p[0] for p in curves[name]] == [0, 2, 3], name
@@ -240,8 +244,7 @@ def test_periodic_heldout_eval_gives_the_curve(suite, tmp_path, compile_cache):
         assert rows[s]["rl/heldout/n"] == 3 and np.isfinite(rows[s]["rl/heldout/score"]), s
     assert "rl/heldout/score" not in rows[1]
     with pytest.raises(rl_mod.ConfigError, match="data.eval_file"):
-        rl_mod.run_rl(_cfg(suite, tmp_path / "bad", steps=1, extra=("rl.eval_every=1", "data.eval_file=nope.jsonl")),
-                      log=lambda s: None)
+        rl_mod.run_rl(_cfg(suite, tmp_path / "bad", steps=1, extra=("rl.eval_every=1", "data.eval_file=nope.jsonl")))
 
 
 def test_rollout_sampler_holds_every_rows_clip(suite, tmp_path):
@@ -250,6 +253,6 @@ def test_rollout_sampler_holds_every_rows_clip(suite, tmp_path):
     cfg = _cfg(suite, tmp_path / "r", extra=("data.vision.max_frames=4", "data.vision.max_pixels=784",
                                              "data.vision.min_pixels=784", "data.vision.clip_max_frames=16",
                                              "data.vision.clip_max_pixels=3136"))
-    tr = rl_mod.RLTrainer(cfg, log=lambda s: None)
+    tr = rl_mod.RLTrainer(cfg)
     clip_tokens = 16 // 2 * 3136 // (28 * 28)
     assert tr.sampler.config.max_visual_tokens >= cfg.rl.rollout_batch * clip_tokens

@@ -16,6 +16,8 @@ from vital_jax.train.config import load_config
 from vital_jax.train.metrics import read_jsonl
 from vital_jax.train.sft import run_sft
 
+from tests.log_lines import LogLines
+
 STEPS = 4
 SYNTH = SynthConfig(num=12, seed=11, min_seconds=20, max_seconds=24, size=64, eval_fraction=0.25)
 
@@ -40,17 +42,13 @@ def _cfg(root, out, *extra):
         *extra])
 
 
-class Log:
-    """``log`` callback that records lines and sends this process SIGTERM after step ``stop_at``
-    is logged, as a preemption would (run_sft's StopFlag turns it into checkpoint + return)."""
-
-    def __init__(self, stop_at=None):
-        self.lines, self.stop_at = [], stop_at
-
-    def __call__(self, msg):
-        self.lines.append(str(msg))
-        if self.stop_at is not None and str(msg).startswith(f"sft step {self.stop_at}/"):
+def _sigterm_after(step):
+    """A log hook that sends this process SIGTERM once step ``step`` is logged, as a preemption
+    would (run_sft's StopFlag turns it into checkpoint + return)."""
+    def on_line(msg):
+        if msg.startswith(f"sft step {step}/"):
             os.kill(os.getpid(), signal.SIGTERM)
+    return on_line
 
 
 def _losses(out):
@@ -78,7 +76,7 @@ def _assert_weights(a, b, atol):
 @pytest.fixture(scope="module")
 def uninterrupted(suite, tmp_path_factory):
     out = tmp_path_factory.mktemp("sft_full")
-    res = run_sft(_cfg(suite, out), log=Log())
+    res = run_sft(_cfg(suite, out))
     assert res["stopped"] is None and res["steps"] == STEPS
     return out
 
@@ -88,15 +86,16 @@ def test_sigterm_then_resume_continues_exactly(suite, uninterrupted, tmp_path):
     cfg = _cfg(suite, out)
     prev = signal.getsignal(signal.SIGTERM)
 
-    first = run_sft(cfg, log=Log(stop_at=2))
+    with LogLines(on_line=_sigterm_after(2)):
+        first = run_sft(cfg)
     assert first["stopped"] == "SIGTERM" and first["steps"] == 2 and first["final"] is None
     assert signal.getsignal(signal.SIGTERM) is prev          # the handler is given back
     assert sorted(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit()) == [2]
     assert not (out / "final").exists()
     assert sorted(_losses(out)) == [1, 2]
 
-    log = Log()
-    second = run_sft(cfg, log=log)
+    with LogLines() as log:
+        second = run_sft(cfg)
     assert second["stopped"] is None and second["steps"] == STEPS
     assert any(line.startswith("resumed from") and line.endswith("/2") for line in log.lines), log.lines
     assert not any(line.startswith(("sft step 1/", "sft step 2/")) for line in log.lines)
@@ -128,11 +127,10 @@ def test_corrupt_latest_falls_back_and_tmp_step_is_ignored(suite, uninterrupted,
     for p in data:
         p.write_bytes(p.read_bytes()[: p.stat().st_size // 3])
 
-    log = Log()
     # restored onto another mesh (2, 2, 2) than the one that saved it (2, 1, 4)
     cfg = _cfg(suite, out, "mesh.fsdp=2", "mesh.tensor=2")
-    with pytest.warns(UserWarning, match=r"step 4 is unreadable"):
-        res = run_sft(cfg, log=log)
+    with LogLines() as log, pytest.warns(UserWarning, match=r"step 4 is unreadable"):
+        res = run_sft(cfg)
     assert res["stopped"] is None and res["steps"] == STEPS
     assert any(line.startswith("resumed from") and line.endswith("/2") for line in log.lines), log.lines
     resumed, full = _losses(out), _losses(uninterrupted)
@@ -161,8 +159,8 @@ def test_export_carries_vision_settings_and_eval_infer_use_them(suite, tmp_path,
 
     out = tmp_path / "ts"
     res = run_sft(_cfg(suite, out, "sft.steps=1", "checkpoint.every=0", "data.token_buckets=[768]",
-                       "data.vision.text_timestamps=true", "data.vision.prompt=compact"),
-                  log=Log())  # the timestamps' text makes rows longer
+                       "data.vision.text_timestamps=true", "data.vision.prompt=compact"))
+    # (the timestamps' text makes rows longer: the bigger token bucket)
     final = Path(res["final"])
     want = VisionInputConfig(max_frames=8, clip_max_frames=4, text_timestamps=True, prompt="compact")
     assert json.loads((final / VISION_SETTINGS_FILE).read_text())["vision"]["text_timestamps"] is True

@@ -8,6 +8,8 @@ import pytest
 from vital_jax.train.config import RLConfig, RunConfig, SFTConfig
 from vital_jax.train.loop import StepLoop, TrainingError
 
+from tests.log_lines import LogLines
+
 
 class _Writer:
     def __init__(self):
@@ -32,10 +34,9 @@ class _Ckpts:
 
 def _loop(kind, cfg):
     run = types.SimpleNamespace(writer=_Writer())
-    logs = []
     loop = StepLoop(cfg, run, _Ckpts(), kind=kind, total=100, keys={"loss": "loss"},
-                    line=lambda s, m: f"step {s}", log=logs.append)
-    return loop, logs
+                    line=lambda s, m: f"step {s}")
+    return loop
 
 
 @pytest.mark.parametrize("kind", ["sft", "rl"])
@@ -43,20 +44,20 @@ def test_stage_limit_stops_with_a_checkpoint(kind):
     # the other stage's limit is far away: the stage's own one must be the one that counts
     cfg = RunConfig(stage=kind, sft=SFTConfig(max_bad_steps=2 if kind == "sft" else 50),
                     rl=RLConfig(max_bad_steps=2 if kind == "rl" else 50))
-    loop, logs = _loop(kind, cfg)
+    loop = _loop(kind, cfg)
     bad = {"loss": float("nan"), "grad_norm": float("nan"), "skipped": 1.0}
-    with loop:
+    with LogLines() as log, loop:
         assert loop.after_step(1, None, bad, None, dict) is False
         assert loop.after_step(2, None, {"loss": 1.0, "skipped": 0.0}, None, dict) is False
         assert loop.after_step(3, None, bad, None, dict) is False
         with pytest.raises(TrainingError, match=rf"3 {kind} steps .*{kind}\.max_bad_steps = 2"):
             loop.after_step(4, None, bad, None, lambda: {"curve": [1]})
     assert loop.ckpts.saved == [(4, {"curve": [1], "bad_steps": 3})]
-    assert sum("update skipped" in m for m in logs) == 3
+    assert sum("update skipped" in m for m in log.lines) == 3
 
 
 def test_resume_carries_the_count():
-    loop, _ = _loop("sft", RunConfig(sft=SFTConfig(max_bad_steps=1)))
+    loop = _loop("sft", RunConfig(sft=SFTConfig(max_bad_steps=1)))
     loop.resumed(7, {"bad_steps": 1})
     assert loop.run.writer.dropped == [7]
     with loop, pytest.raises(TrainingError):

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
                           eval_fraction=args.eval_fraction, difficulty=args.difficulty)
     except ValueError as e:
         raise CommandError(str(e)) from e
-    manifest = generate(args.out, cfg, log=print)
+    manifest = generate(args.out, cfg)
     print(json.dumps({k: manifest[k] for k in ("videos", "splits", "records", "seconds")}, indent=1))
     print(f"wrote {args.out}/{{sft_tool,sft_cot,rl,eval}}.jsonl; use --video-root {args.out}")
     return 0

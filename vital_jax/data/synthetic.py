@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import time
@@ -49,6 +50,8 @@ from typing import Any
 import numpy as np
 
 from vital_jax.data.records import Record, Solution, parse_record, write_records
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- vocabulary
 
@@ -496,8 +499,9 @@ def iter_scenes(cfg: SynthConfig) -> Iterator[Scene]:
         yield make_scene(cfg, i)
 
 
-def generate(out: str | os.PathLike, cfg: SynthConfig, *, log=None) -> dict[str, Any]:
-    """Write videos, ground truth and annotation files under ``out``; returns the manifest."""
+def generate(out: str | os.PathLike, cfg: SynthConfig) -> dict[str, Any]:
+    """Write videos, ground truth and annotation files under ``out``; returns the manifest
+    (progress every tenth of the videos to the ``vital_jax.data.synthetic`` logger)."""
     from vital_jax.video.write import write_video  # heavy (PyAV) and only needed here
 
     out = Path(out)
@@ -510,8 +514,8 @@ def generate(out: str | os.PathLike, cfg: SynthConfig, *, log=None) -> dict[str,
         scenes.append(scene.to_json())
         for name, rows in _records_for(scene, cfg.seed).items():
             files[name].extend(rows)
-        if log and (len(scenes) % 50 == 0):
-            log(f"{len(scenes)}/{cfg.num} videos ({time.perf_counter() - t0:.1f} s)")
+        if len(scenes) % max(50, cfg.num // 10) == 0:
+            log.info("%d/%d videos (%.1f s)", len(scenes), cfg.num, time.perf_counter() - t0)
     with (out / "scenes.jsonl").open("w") as f:
         for s in scenes:
             f.write(json.dumps(s) + "\n")

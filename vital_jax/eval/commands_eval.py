@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
                           sampler_config=overrides, agent_config=agent, video_kwargs=vision["video_kwargs"],
                           clip_kwargs=vision["clip_kwargs"],
                           seed=args.seed, limit=args.limit,
-                          run_info={"ckpt": os.path.abspath(args.ckpt), "data": os.path.abspath(args.data)}, log=print)
+                          run_info={"ckpt": os.path.abspath(args.ckpt), "data": os.path.abspath(args.data)})
     except (EvalSettingsError, EvalResourceError) as e:
         raise CommandError(str(e)) from None
     print(summary_table(result))

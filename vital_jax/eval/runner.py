@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import re
@@ -53,6 +54,8 @@ from vital_jax.video import video_info
 from vital_jax.video.errors import VideoError
 from vital_jax.video.overlay import overlay_timestamps
 from vital_jax.video.patchify import normalize, patchify
+
+log = logging.getLogger(__name__)
 
 PREDICTIONS_FILE = "predictions.jsonl"
 METRICS_FILE = "metrics.json"
@@ -318,7 +321,6 @@ def evaluate(
     mesh=None,
     run_info: Mapping[str, Any] | None = None,
     blind: bool = False,
-    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``params`` on ``samples``; returns the metrics dict (also in ``metrics.json``).
 
@@ -341,10 +343,10 @@ def evaluate(
       blind: the blind control: every frame the model sees (question video and tool clips) is
         mid-grey, shapes and timing kept; a model that reads the video scores lower so. Recorded
         in ``run.json`` as ``"blind": true``.
-      log: progress lines (e.g. ``print``).
+
+    Progress goes to the ``vital_jax.eval.runner`` logger.
     """
     bench = BENCHMARKS[benchmark] if isinstance(benchmark, str) else benchmark
-    say = log or (lambda _msg: None)
     base = agent_config or EVAL_AGENT_CONFIG
     if video_kwargs is None:
         video_kwargs = base.video_kwargs or EVAL_VIDEO_KWARGS
@@ -382,11 +384,11 @@ def evaluate(
     _check_settings(out / RUN_FILE, settings, bool(done))
 
     todo = [x for x in samples if x.id not in done]
-    say(f"{bench.name}: {len(samples)} samples, {len(samples) - len(todo)} already in {pred_path}, "
+    log.info(f"{bench.name}: {len(samples)} samples, {len(samples) - len(todo)} already in {pred_path}, "
         f"{len(todo)} to run ({'with' if use_tools else 'without'} tools)")
     if todo:
         _run(cfg, params, tokenizer, todo, pred_path, use_tools=use_tools, batch_size=batch_size,
-             video_root=video_root, sampler_config=sampler_config, agent=agent, seed=seed, mesh=mesh, say=say)
+             video_root=video_root, sampler_config=sampler_config, agent=agent, seed=seed, mesh=mesh)
 
     preds, counts = read_predictions(pred_path)
     result = score(bench, samples, preds)
@@ -394,12 +396,12 @@ def evaluate(
     result["predictions"] = str(pred_path)
     result["run"] = settings
     (out / METRICS_FILE).write_text(json.dumps(result, indent=1) + "\n")
-    say(f"wrote {out / METRICS_FILE}: " + ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items()))
+    log.info(f"wrote {out / METRICS_FILE}: " + ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items()))
     return result
 
 
 def _run(cfg, params, tokenizer, todo: Sequence[Sample], pred_path: Path, *, use_tools: bool, batch_size: int,
-         video_root, sampler_config: SamplerConfig | Mapping[str, Any] | None, agent: AgentConfig, seed: int, mesh, say) -> None:
+         video_root, sampler_config: SamplerConfig | Mapping[str, Any] | None, agent: AgentConfig, seed: int, mesh) -> None:
     renderer = ChatRenderer(tokenizer, prompts=agent.prompts)
     requests = [EpisodeRequest(question_text(x), resolve_video(x.video, video_root), use_tool=use_tools) for x in todo]
     if not isinstance(sampler_config, SamplerConfig):
@@ -415,13 +417,13 @@ def _run(cfg, params, tokenizer, todo: Sequence[Sample], pred_path: Path, *, use
         largest = max(b.frame_patches for b in budgets)
         if largest and not cfg.runtime.vision_frame_block and cfg.runtime.attention != "blockwise":
             cfg = cfg.with_runtime(vision_frame_block=_round_up(largest, 16))
-        say(f"sampler: batch {sampler_config.batch_size}, cache {sampler_config.cache_length}, chunks "
+        log.info(f"sampler: batch {sampler_config.batch_size}, cache {sampler_config.cache_length}, chunks "
             f"{sampler_config.chunk_buckets}, vision {sampler_config.vision_buckets} "
             f"(sized from {len(budgets)} prompts in {time.perf_counter() - t0:.1f} s)")
     # built once: its compiled programs serve every batch (a short last batch runs with empty rows)
     sampler = Sampler(cfg, params, sampler_config, mesh=mesh)
     try:
-        _run_batches(sampler, renderer, todo, requests, pred_path, agent, tokenizer, seed, say)
+        _run_batches(sampler, renderer, todo, requests, pred_path, agent, tokenizer, seed)
     except jax.errors.JaxRuntimeError as e:
         if "RESOURCE_EXHAUSTED" not in str(e) and "Out of memory" not in str(e):
             raise
@@ -432,7 +434,7 @@ def _run(cfg, params, tokenizer, todo: Sequence[Sample], pred_path: Path, *, use
             "or --frames / --max-pixels / --clip-max-pixels (video tokens), or --max-new-tokens") from None
 
 
-def _run_batches(sampler, renderer, todo, requests, pred_path, agent, tokenizer, seed, say) -> None:
+def _run_batches(sampler, renderer, todo, requests, pred_path, agent, tokenizer, seed) -> None:
     B = sampler.config.batch_size
     n_batches = -(-len(todo) // B)
     with pred_path.open("a", encoding="utf-8") as f:
@@ -443,7 +445,7 @@ def _run_batches(sampler, renderer, todo, requests, pred_path, agent, tokenizer,
                 episodes: list[Episode | tuple[str, str]] = list(run_episodes(sampler, renderer, reqs, agent, seed=seed))
             except SamplerError as e:
                 # one oversized sample must not sink the batch: rerun its rows one at a time
-                say(f"batch {k + 1}: {e}; running its samples one by one")
+                log.warning(f"batch {k + 1}: {e}; running its samples one by one")
                 episodes = []
                 for r in reqs:
                     try:
@@ -457,4 +459,4 @@ def _run_batches(sampler, renderer, todo, requests, pred_path, agent, tokenizer,
                     append_prediction(f, _error_row(sample, req, ep[0], ep[1], timing))
                 else:
                     append_prediction(f, prediction_row(sample, ep, tokenizer, timing))
-            say(f"batch {k + 1}/{n_batches}: {len(batch)} samples in {dt:.1f} s")
+            log.info(f"batch {k + 1}/{n_batches}: {len(batch)} samples in {dt:.1f} s")

@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import time
 from pathlib import Path
 from typing import Any
 
 from vital_jax.train.config import ConfigError, RunConfig, apply_overrides, from_dict, load_config, to_dict
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -130,7 +133,7 @@ def demo_model_config(demo: DemoConfig, base):
     return base.replace(text=text, vision=vision)
 
 
-def init_model(demo: DemoConfig, out: Path, *, log=print) -> Path | None:
+def init_model(demo: DemoConfig, out: Path) -> Path | None:
     """A freshly initialised model of the demo's size + the small tokenizer in ``out/init``
     (None when the demo uses the stock tiny model, which SFT builds itself). Written afresh on
     every call, so a rerun into the same folder with another size never starts from a stale one."""
@@ -151,7 +154,7 @@ def init_model(demo: DemoConfig, out: Path, *, log=print) -> Path | None:
         raise ConfigError(f"demo model size: {e}") from None
     _, params = init_params(cfg, seed=demo.seed)
     n = sum(x.size for x in jax.tree.leaves(params))
-    log(f"model: text {cfg.text.hidden_size} wide x {cfg.text.num_layers} layers ({cfg.text.num_heads} heads), "
+    log.info(f"model: text {cfg.text.hidden_size} wide x {cfg.text.num_layers} layers ({cfg.text.num_heads} heads), "
         f"vision {cfg.vision.hidden_size} wide x {cfg.vision.depth}; {n / 1e6:.2f} M parameters -> {init}")
     export_pretrained(cfg, params, init)
     tok.save(init)
@@ -233,7 +236,7 @@ def stage_configs(demo: DemoConfig, out: Path, init: Path | None = None) -> tupl
     return sft, rl
 
 
-def _evaluate(run_dir: Path, demo: DemoConfig, data: Path, out: Path, use_tools: bool, log,
+def _evaluate(run_dir: Path, demo: DemoConfig, data: Path, out: Path, use_tools: bool,
               blind: bool = False) -> tuple[dict, dict[str, dict[str, float]]]:
     """``evaluate``'s metrics of one cell, and its per-sample values (``sample_values``, read back
     from the predictions it wrote) for the intervals."""
@@ -257,7 +260,7 @@ def _evaluate(run_dir: Path, demo: DemoConfig, data: Path, out: Path, use_tools:
                         **agent_vision(v))
     result = evaluate(cfg, params, tok, "synthetic", samples, out_dir=out, use_tools=use_tools,
                       batch_size=demo.eval_batch, video_root=data, agent_config=agent, video_kwargs=video_kwargs(v),
-                      clip_kwargs=clip_kwargs(v), limit=demo.eval_limit, seed=demo.seed, blind=blind, log=log)
+                      clip_kwargs=clip_kwargs(v), limit=demo.eval_limit, seed=demo.seed, blind=blind)
     used = samples[:demo.eval_limit] if demo.eval_limit is not None else samples
     rows = score("synthetic", used, read_predictions(result["predictions"])[0], return_rows=True)["rows"]
     return result, sample_values(used, rows)
@@ -303,7 +306,7 @@ def _line(cell: dict) -> str:
         f"  n {cell['n']}"
 
 
-def run_demo(out: str | Path, demo: DemoConfig = DemoConfig(), *, log=print) -> dict[str, Any]:
+def run_demo(out: str | Path, demo: DemoConfig = DemoConfig()) -> dict[str, Any]:
     from vital_jax.data.synthetic import SynthConfig, generate
     from vital_jax.train.config import dump_config
     from vital_jax.train.report import write_report
@@ -316,25 +319,25 @@ def run_demo(out: str | Path, demo: DemoConfig = DemoConfig(), *, log=print) -> 
     t0 = time.perf_counter()
     data = out / "data"
     if not (data / "manifest.json").is_file():
-        log(f"[1/5] synthetic suite: {demo.videos} videos -> {data}")
+        log.info(f"[1/5] synthetic suite: {demo.videos} videos -> {data}")
         generate(data, SynthConfig(num=demo.videos, seed=demo.seed, min_seconds=demo.min_seconds,
                                    max_seconds=demo.max_seconds, size=demo.frame_size,
                                    eval_fraction=demo.eval_fraction))
     timings["synth_s"] = time.perf_counter() - t0
-    init = init_model(demo, out, log=log)
+    init = init_model(demo, out)
     sft_cfg, rl_cfg = stage_configs(demo, out, init)
     dump_config(sft_cfg, out / "sft.yaml")
     dump_config(rl_cfg, out / "rl.yaml")
 
     t = time.perf_counter()
-    log(f"[2/5] SFT: {demo.sft_steps} steps x {demo.sft_batch} records of {', '.join(demo.sft_files)}")
-    sft = run_sft(sft_cfg, log=log)
+    log.info(f"[2/5] SFT: {demo.sft_steps} steps x {demo.sft_batch} records of {', '.join(demo.sft_files)}")
+    sft = run_sft(sft_cfg)
     timings["sft_s"] = time.perf_counter() - t
     if sft["stopped"]:      # a signal: the checkpoint is saved; the next stage must not start
         return {"stopped": f"SFT stopped ({sft['stopped']}) at step {sft['steps']}"}
     t = time.perf_counter()
-    log(f"[3/5] RL (DGRPO, tool loop): {demo.rl_steps} steps x {demo.rl_prompts} prompts x {demo.rl_group} rollouts")
-    rl = run_rl(rl_cfg, log=log)
+    log.info(f"[3/5] RL (DGRPO, tool loop): {demo.rl_steps} steps x {demo.rl_prompts} prompts x {demo.rl_group} rollouts")
+    rl = run_rl(rl_cfg)
     timings["rl_s"] = time.perf_counter() - t
     if rl["stopped"]:
         return {"stopped": f"RL stopped ({rl['stopped']}) at step {rl['steps']}"}
@@ -345,29 +348,29 @@ def run_demo(out: str | Path, demo: DemoConfig = DemoConfig(), *, log=print) -> 
     raw: dict[str, dict] = {}
     values: dict[tuple[str, str], dict] = {}
     t = time.perf_counter()
-    log("[4/5] evaluation on held-out videos (greedy), and the blind control")
+    log.info("[4/5] evaluation on held-out videos (greedy), and the blind control")
     runs = [(stage, mode, res) for stage, res in (("sft", sft), ("rl", rl)) for mode in ("tools", "no_tools")]
     for stage, mode, res in runs + [("rl", "blind", rl)]:
         # blind: the RL model with tools, every frame it sees blanked (does it read the video?)
         folder = f"{stage}_tools_blind" if mode == "blind" else f"{stage}_{mode}"
         m, values[stage, mode] = _evaluate(Path(res["final"]), demo, data, out / "eval" / folder,
-                                           mode != "no_tools", log, blind=mode == "blind")
+                                           mode != "no_tools", blind=mode == "blind")
         raw[f"{stage}.{mode}"] = {k: m.get(k) for k in ("tools", "status", "per_task", "samples")}
         cell = _cell(m, values[stage, mode])
         if mode == "blind":
             evals["blind"] = cell
         else:
             evals.setdefault(stage, {})[mode] = cell
-        log(f"  {stage:3s} {mode:8s} " + _line(cell))
+        log.info(f"  {stage:3s} {mode:8s} " + _line(cell))
     evals["paired"] = {name: _paired(values[a], values[b]) for name, (a, b) in PAIRS.items()}
     evals["bootstrap"] = {"confidence": stats.CONFIDENCE, "method": "percentile", "resamples": stats.N_RESAMPLES,
                           "seed": stats.SEED, "unit": "sample", "library": "scipy.stats.bootstrap"}
     for name, d in evals["paired"].items():
-        log(f"  {name}: score {d['mean']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] (n {d['n']}, paired)")
+        log.info(f"  {name}: score {d['mean']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] (n {d['n']}, paired)")
     timings["eval_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
 
-    log("[5/5] report")
+    log.info("[5/5] report")
     curves = {f"{name}": pts for name, pts in rl["curves"].items() if pts}
     curves.update({f"{name.split('/')[0] if '/' in name else name}/sft": pts
                    for name, pts in sft["curves"].items() if pts})
@@ -376,7 +379,7 @@ def run_demo(out: str | Path, demo: DemoConfig = DemoConfig(), *, log=print) -> 
               "settings": {"demo": dataclasses.asdict(demo), "sft": to_dict(sft_cfg), "rl": to_dict(rl_cfg)},
               "runs": {"sft": sft["out_dir"], "rl": rl["out_dir"]}}
     paths = write_report(out, report, curves=curves)
-    log(f"report: {paths['markdown']}  (json: {paths['json']})")
+    log.info(f"report: {paths['markdown']}  (json: {paths['json']})")
     return {"report": report, "paths": paths}
 
 

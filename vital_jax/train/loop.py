@@ -3,7 +3,7 @@
 :class:`StepLoop` owns what happens *after* an update, identically for SFT and RL: counting
 skipped (non-finite) updates and stopping past the limit, metrics to ``metrics.jsonl`` /
 TensorBoard every ``log_every`` steps, the console (a ``tqdm`` bar on a terminal; one log line per
-``log_every`` steps otherwise, e.g. in CI logs or when the caller passes its own ``log``),
+``log_every`` steps otherwise, e.g. in CI logs),
 checkpoints every ``checkpoint.every`` steps and on SIGTERM/SIGINT, the last checkpoint and the
 final export. The trainer keeps only its step function and curves.
 
@@ -17,6 +17,7 @@ after its last save) are dropped from ``metrics.jsonl``, so the file has one lin
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any, Self
@@ -27,6 +28,8 @@ from vital_jax.train.common import Run, StopFlag, TrainingError
 from vital_jax.train.config import RunConfig
 from vital_jax.train.metrics import progress_bar, show_progress
 
+log = logging.getLogger(__name__)
+
 
 class StepLoop:
     """Per-step tail of a training loop (see the module docstring).
@@ -34,16 +37,17 @@ class StepLoop:
     kind:     "sft" or "rl": the metric prefix and the word in messages.
     total:    the run's step count.
     keys:     metrics shown on the progress bar, ``{metric: label}``.
-    line:     formats the log line of a step from its metrics (used when there is no bar).
-    log:      where messages go; ``print`` on a terminal switches to the progress bar.
+    line:     formats the log line of a step from its metrics (logged when there is no bar).
+
+    Messages go to the ``vital_jax.train.loop`` logger; with stdout a terminal (process 0), a
+    ``tqdm`` bar replaces the per-step lines.
     """
 
     def __init__(self, cfg: RunConfig, run: Run, ckpts, *, kind: str, total: int, keys: Mapping[str, str],
-                 line: Callable[[int, dict], str], log=print):
+                 line: Callable[[int, dict], str]):
         self.cfg, self.run, self.ckpts = cfg, run, ckpts
         self.kind, self.total, self.line = kind, int(total), line
-        self.log = log
-        use_bar = jax.process_index() == 0 and log is print and sys.stdout.isatty()
+        use_bar = jax.process_index() == 0 and sys.stdout.isatty()
         self.keys = dict(keys)
         self.bar = progress_bar(self.total) if use_bar else None
         self.max_bad = (cfg.sft if kind == "sft" else cfg.rl).max_bad_steps
@@ -68,7 +72,7 @@ class StepLoop:
         self.run.writer.drop_after(step)
         if self.bar is not None:       # count the rate from here, not from step 0
             self.bar.n = self.bar.last_print_n = step
-        self.log(f"resumed from {self.ckpts.directory}/{step}")
+        log.info("resumed from %s/%d", self.ckpts.directory, step)
 
     # ------------------------------------------------------------------ per step
     def after_step(self, step: int, state, metrics: dict[str, float], it, host: Callable[[], dict]) -> bool:
@@ -79,15 +83,15 @@ class StepLoop:
         """
         if metrics.get("skipped"):
             self.bad += 1
-            self.log(f"{self.kind} step {step}: non-finite loss/gradients (loss {metrics.get('loss')}, grad norm "
-                     f"{metrics.get('grad_norm')}): update skipped ({self.bad} so far)")
+            log.warning("%s step %d: non-finite loss/gradients (loss %s, grad norm %s): update skipped (%d so far)",
+                        self.kind, step, metrics.get("loss"), metrics.get("grad_norm"), self.bad)
         last = step == self.total
         if step % self.cfg.log_every == 0 or last:
             self.run.writer.write(step, metrics, prefix=f"{self.kind}/")
         if self.bar is not None:
             show_progress(self.bar, step, metrics, self.keys)
         elif step % self.cfg.log_every == 0 or last:
-            self.log(self.line(step, metrics))
+            log.info(self.line(step, metrics))
         if self.bad > self.max_bad:
             self.ckpts.save(step, state, data_iterator=it, host=self._host(host), wait=True)
             raise TrainingError(f"{self.bad} {self.kind} steps with non-finite loss or gradients (limit "
@@ -97,7 +101,7 @@ class StepLoop:
             self.ckpts.save(step, state, data_iterator=it, host=self._host(host), wait=True)
             if self.bar is not None:
                 self.bar.close()
-            self.log(f"stopped by {self.stopped} at step {step}; checkpoint saved, resume with the same command")
+            log.info("stopped by %s at step %d; checkpoint saved, resume with the same command", self.stopped, step)
             return True
         every = self.cfg.checkpoint.every
         if every and step % every == 0:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import time
 from collections import Counter
 from pathlib import Path
@@ -38,6 +39,8 @@ from vital_jax.train.config import ConfigError, RunConfig
 from vital_jax.train.loop import StepLoop
 from vital_jax.train.sft import agent_vision, video_kwargs
 from vital_jax.train.step import row_vision_embeds, token_logps
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- loss
@@ -198,7 +201,7 @@ def episode_row(ep, advantage: float, group: int, *, mask_truncated: bool = True
 class RLTrainer:
     """Owns the jitted functions and host state of one RL run (use :func:`run_rl`)."""
 
-    def __init__(self, cfg: RunConfig, *, log=print):
+    def __init__(self, cfg: RunConfig):
         from vital_jax.prompt import ChatRenderer
         from vital_jax.rl.difficulty import DifficultyTracker, Schedule
         from vital_jax.sampling import Sampler, SamplerConfig
@@ -213,7 +216,7 @@ class RLTrainer:
                               f"{rl.micro_batches} micro-batches x {hosts} process(es) (micro-batches hold whole groups)")
         if rl.eval_every:
             _heldout_path(cfg)   # a missing file fails now, not after the model is built
-        self.cfg, self.log = cfg, log
+        self.cfg = cfg
         self.run = Run.create(cfg)
         self.mcfg, self.mesh = self.run.model_cfg, self.run.mesh
         self.renderer = ChatRenderer(self.run.tok, prompts=cfg.data.vision.prompt)
@@ -358,7 +361,7 @@ class RLTrainer:
     def record_heldout(self, step: int, m: dict[str, float]) -> None:
         for key, curve in HELDOUT_CURVES.items():
             self.curves.setdefault(f"{curve}/heldout", []).append([step, m[key]])   # runs resumed from before a curve existed
-        self.log(f"rl held-out at step {step} (n={int(m['heldout/n'])}, greedy): score {m['heldout/score']:.3f} | "
+        log.info(f"rl held-out at step {step} (n={int(m['heldout/n'])}, greedy): score {m['heldout/score']:.3f} | "
                  f"acc {m['heldout/accuracy']:.3f} | miou {m['heldout/miou']:.3f} | reward {m['heldout/reward']:.3f} "
                  f"| tools {m['heldout/tool_call_rate']:.2f} "
                  f"| {m['time_heldout_s']:.1f} s")
@@ -559,13 +562,13 @@ def _gather_rows(x: np.ndarray) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def run_rl(cfg: RunConfig, *, resume: bool = True, log=print) -> dict:
+def run_rl(cfg: RunConfig, *, resume: bool = True) -> dict:
     """Train with RL; returns ``{"final", "steps", "curves", "stopped", "out_dir"}``."""
     from vital_jax.train.step import abstract_state
 
-    tr = RLTrainer(cfg, log=log)
+    tr = RLTrainer(cfg)
     rl = cfg.rl
-    loop = StepLoop(cfg, tr.run, tr.ckpts, kind="rl", total=rl.steps, log=log,
+    loop = StepLoop(cfg, tr.run, tr.ckpts, kind="rl", total=rl.steps,
                     keys={"reward_mean": "reward", "reward_accuracy": "acc", "loss": "loss",
                           "tool_call_rate": "tools", "time_rollout_s": "rollout s"},
                     line=lambda step, m: (f"rl step {step}/{rl.steps} | reward {m['reward_mean']:.3f} | acc "

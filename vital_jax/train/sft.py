@@ -92,7 +92,7 @@ def _check_batch(cfg: RunConfig) -> int:
     return n // hosts
 
 
-def run_sft(cfg: RunConfig, *, resume: bool = True, log=print) -> dict:
+def run_sft(cfg: RunConfig, *, resume: bool = True) -> dict:
     """Train; returns ``{"final": path, "steps": n, "curves": {...}, "stopped": reason|None}``."""
     from vital_jax.data.pipeline import PipelineConfig, sft_iterator
     from vital_jax.prompt import ChatRenderer
@@ -112,7 +112,7 @@ def run_sft(cfg: RunConfig, *, resume: bool = True, log=print) -> dict:
     run.params = None
     ckpts = TrainCheckpoints(run.out / "checkpoints", keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
     curves: dict[str, list] = {"loss": [], "grad_norm": []}
-    loop = StepLoop(cfg, run, ckpts, kind="sft", total=cfg.sft.steps, log=log,
+    loop = StepLoop(cfg, run, ckpts, kind="sft", total=cfg.sft.steps,
                     keys={"loss": "loss", "grad_norm": "grad", "tokens_per_s": "tok/s"},
                     line=lambda step, m: (f"sft step {step}/{cfg.sft.steps} | loss {m['loss']:.4f} | grad "
                                           f"{m['grad_norm']:.3f} | {m['step_time_s']:.2f} s (data "
