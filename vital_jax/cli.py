@@ -61,6 +61,7 @@ def setup_logging(level: int = logging.INFO) -> None:
     Library code only logs (``logging.getLogger(__name__)``); an application chooses where."""
     pkg = logging.getLogger("vital_jax")
     pkg.setLevel(level)
+    pkg.propagate = False    # a library's root handler (absl installs one) would print each line twice
     if not any(isinstance(h, _Stdout) for h in pkg.handlers):
         handler = _Stdout()
         handler.setFormatter(logging.Formatter("%(message)s"))

@@ -62,3 +62,24 @@ def test_resume_carries_the_count():
     assert loop.run.writer.dropped == [7]
     with loop, pytest.raises(TrainingError):
         loop.after_step(8, None, {"loss": float("inf"), "skipped": 1.0}, None, dict)
+
+
+def test_cli_logging_prints_each_line_once_on_stdout(capsys):
+    """The CLI's console: vital_jax records as plain lines on the current stdout, once, even when
+    a library has put a handler on the root logger (absl does)."""
+    import logging
+
+    from vital_jax.cli import setup_logging
+
+    root = logging.getLogger()
+    extra = logging.StreamHandler()          # stderr, default format
+    root.addHandler(extra)
+    try:
+        setup_logging()
+        setup_logging()                      # idempotent: still one handler
+        logging.getLogger("vital_jax.train.loop").info("sft step 3/9 | loss 1.0")
+        logging.getLogger("vital_jax.train.loop").debug("not shown")
+    finally:
+        root.removeHandler(extra)
+    out, err = capsys.readouterr()
+    assert out == "sft step 3/9 | loss 1.0\n" and "sft step" not in err
