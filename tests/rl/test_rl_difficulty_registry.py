@@ -105,3 +105,21 @@ def test_docs_example_runs():
     assert np.isfinite(float(namespace["loss"])) and np.isfinite(float(namespace["reg_loss"]))
     assert namespace["scores"][0][3]["hack"] == 1.0
     assert len(namespace["decisions"]) == 2
+
+
+def test_policy_losses_declare_what_the_trainer_passes():
+    """The trainer reads each loss's declared clip / aggregation / TIS instead of matching names."""
+    from vital_jax.train.config import ConfigError, RLConfig
+
+    info = {name: rl.POLICY_LOSSES.info(name) for name in rl.POLICY_LOSSES.names()}
+    assert {n: i["clip"] for n, i in info.items()} == {
+        "bnpo": "token", "dapo": "token", "drgrpo": "token", "grpo": "token", "gspo": "sequence", "reg_grpo": None}
+    assert rl.POLICY_LOSSES.info("dgrpo")["aggregation"] == "token_mean"           # aliases share it
+    assert rl.POLICY_LOSSES.info("dr-grpo")["aggregation"] == "seq_mean_token_sum_norm"
+    for name, i in info.items():
+        assert i["aggregation"] is None or i["aggregation"] in rl.AGGREGATIONS, name
+    with pytest.raises(ConfigError, match="tis_cap: .*reg_grpo"):
+        RLConfig(loss="reg_grpo", tis_cap=2.0)
+    with pytest.raises(ConfigError, match="aggregation: the reg_grpo loss fixes its own"):
+        RLConfig(loss="reg_grpo", aggregation="token_mean")
+    RLConfig(loss="gspo", tis_cap=2.0, aggregation="token_mean")     # allowed

@@ -26,6 +26,12 @@ from vital_jax.rl.advantages import DEFAULT_EPS, group_std
 from vital_jax.rl.kl import KL_ESTIMATORS
 from vital_jax.rl.registry import Registry
 
+# Each policy loss declares (``POLICY_LOSSES.info(name)``) what a trainer must know to call it:
+#   clip:        "token" (the PPO ratio per token: takes the run's epsilon / epsilon_high),
+#                "sequence" (GSPO: its own, much smaller, range on a sequence ratio), None (no clip);
+#   aggregation: its default reduction ("token_mean" divides by the global token count), or None
+#                when the loss fixes its own (Reg-GRPO: a mean over rows) and takes no option;
+#   tis:         False when truncated importance sampling does not apply (default True).
 POLICY_LOSSES: Registry = Registry("policy loss")
 AGGREGATIONS: Registry = Registry("loss aggregation")
 
@@ -144,7 +150,7 @@ def _ppo_clip(
     return pg, metrics
 
 
-@POLICY_LOSSES.register("grpo", "dgrpo", "ppo")
+@POLICY_LOSSES.register("grpo", "dgrpo", "ppo", clip="token", aggregation="token_mean")
 def grpo_loss(x: LossInputs, **options):
     """PPO-clip surrogate per token, token-mean over the global batch (verl/VITAL default)::
 
@@ -158,7 +164,7 @@ def grpo_loss(x: LossInputs, **options):
     return _ppo_clip(x, **{"aggregation": "token_mean", **options})
 
 
-@POLICY_LOSSES.register("dapo")
+@POLICY_LOSSES.register("dapo", clip="token", aggregation="token_mean")
 def dapo_loss(x: LossInputs, **options):
     """DAPO: the GRPO surrogate with clip-higher (ε = 0.2, ε_high = 0.28 by default) and
     token-mean aggregation over all policy tokens of the batch. (Dynamic sampling is the
@@ -166,14 +172,14 @@ def dapo_loss(x: LossInputs, **options):
     return _ppo_clip(x, **{"aggregation": "token_mean", "epsilon_high": 0.28, **options})
 
 
-@POLICY_LOSSES.register("bnpo")
+@POLICY_LOSSES.register("bnpo", clip="token", aggregation="token_mean")
 def bnpo_loss(x: LossInputs, **options):
     """BNPO (batch-normalised): the GRPO surrogate, token-mean over the tokens of the batch it is
     given (use ``token_count`` to normalise by a global count instead)."""
     return _ppo_clip(x, **{"aggregation": "token_mean", **options})
 
 
-@POLICY_LOSSES.register("drgrpo", "dr_grpo")
+@POLICY_LOSSES.register("drgrpo", "dr_grpo", clip="token", aggregation="seq_mean_token_sum_norm")
 def drgrpo_loss(x: LossInputs, **options):
     """Dr.GRPO: the GRPO surrogate summed over tokens and divided by a constant length::
 
@@ -191,7 +197,7 @@ def _per_sequence_advantage(x: LossInputs, loss_name: str) -> jax.Array:
     return x.advantages[:, 0]
 
 
-@POLICY_LOSSES.register("gspo")
+@POLICY_LOSSES.register("gspo", clip="sequence", aggregation="seq_mean_token_mean")
 def gspo_loss(
     x: LossInputs,
     *,
@@ -231,7 +237,7 @@ def gspo_loss(
     return pg, metrics
 
 
-@POLICY_LOSSES.register("reg_grpo", "reggrpo")
+@POLICY_LOSSES.register("reg_grpo", "reggrpo", clip=None, aggregation=None, tis=False)
 def reg_grpo_loss(x: LossInputs, *, eps: float = DEFAULT_EPS):
     """Reg-GRPO (DeepVideo-R1): regress the group-normalised sequence log-ratio on the target::
 

@@ -2,13 +2,16 @@
 and verl's ``adv_estimator`` do).
 
 Each registered function carries its formula in its docstring; ``describe(name)`` returns it.
+A registration may also declare facts about the function (``register("gspo", clip="sequence")``)
+that callers read with ``info(name)`` instead of matching names (the RL trainer asks a policy loss
+which clip range and which default aggregation it uses).
 Lookups are case-insensitive, ``-`` and ``_`` are interchangeable, and a miss raises a ``KeyError``
 that lists every known name.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 F = TypeVar("F", bound=Callable)
 
@@ -30,8 +33,10 @@ class Registry(Generic[F]):
         self.kind = kind
         self._fns: dict[str, F] = {}
         self._aliases: dict[str, str] = {}
+        self._info: dict[str, dict[str, Any]] = {}
 
-    def register(self, name: str, *aliases: str) -> Callable[[F], F]:
+    def register(self, name: str, *aliases: str, **info: Any) -> Callable[[F], F]:
+        """Register under ``name`` and ``aliases``; ``info``: declared facts, see :meth:`info`."""
         canonical = _norm(name)
 
         def deco(fn: F) -> F:
@@ -40,6 +45,7 @@ class Registry(Generic[F]):
                     raise ValueError(f"{self.kind} name {key!r} registered twice")
                 self._aliases[key] = canonical
             self._fns[canonical] = fn
+            self._info[canonical] = dict(info)
             return fn
 
         return deco
@@ -57,6 +63,10 @@ class Registry(Generic[F]):
 
     def get(self, name: str) -> F:
         return self._fns[self.canonical(name)]
+
+    def info(self, name: str) -> dict[str, Any]:
+        """What the registration declared about ``name`` (a copy; empty when nothing was)."""
+        return dict(self._info[self.canonical(name)])
 
     def names(self) -> list[str]:
         """Canonical names, sorted."""

@@ -218,14 +218,16 @@ class RLConfig:
                 reg.canonical(value)
             except (KeyError, TypeError) as e:
                 raise ConfigError(f"{key}: {e.args[0]}") from None
+        if self.aggregation is not None and POLICY_LOSSES.info(self.loss)["aggregation"] is None:
+            raise ConfigError(f"aggregation: the {self.loss} loss fixes its own reduction; leave aggregation null")
         for key in ("eval_every", "log_rollouts"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key}: must be >= 0 (0 = off), got {getattr(self, key)}")
         if self.tis_cap is not None:
             if not self.tis_cap > 0:
                 raise ConfigError(f"tis_cap: must be > 0 (or null for off), got {self.tis_cap}")
-            if POLICY_LOSSES.canonical(self.loss) == "reg_grpo":
-                raise ConfigError("tis_cap: truncated importance sampling does not apply to reg_grpo")
+            if not POLICY_LOSSES.info(self.loss).get("tis", True):
+                raise ConfigError(f"tis_cap: truncated importance sampling does not apply to {self.loss}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -48,22 +48,23 @@ log = logging.getLogger(__name__)
 
 def rl_loss(mcfg, rl, params, mb, ctx):
     """Policy loss of one micro-batch (whole groups), normalised for accumulation."""
-    from vital_jax.rl.losses import policy_loss
+    from vital_jax.rl.losses import POLICY_LOSSES, policy_loss
 
     logp, ent = token_logps(mcfg, params, mb, vis_embeds=mb.get("vis_embeds"), with_entropy=True,
                            only_loss_tokens=True)
     mask = mb["loss_mask"]
     old = mb["old_logp"] if "old_logp" in mb else jax.lax.stop_gradient(logp)
+    declared = POLICY_LOSSES.info(rl.loss)       # what this loss takes (see vital_jax.rl.losses)
     options: dict[str, Any] = {}
     if rl.tis_cap is not None:      # truncated importance sampling for the sampler/trainer mismatch
         options.update(sampler_logp=mb["sampler_logp"], is_cap=rl.tis_cap)
-    if rl.loss.lower().replace("-", "_") not in ("reg_grpo", "reggrpo", "gspo"):
+    if declared["clip"] == "token":  # rl.epsilon is a per-token PPO range; GSPO keeps its own
         options["epsilon"] = rl.epsilon
         if rl.epsilon_high is not None:
             options["epsilon_high"] = rl.epsilon_high
     if rl.aggregation is not None:
         options["aggregation"] = rl.aggregation
-    token_mean = (rl.aggregation or _default_aggregation(rl.loss)) == "token_mean"
+    token_mean = (rl.aggregation or declared["aggregation"]) == "token_mean"
     if token_mean:
         options["token_count"] = ctx["token_count"]
     loss, metrics = policy_loss(rl.loss, logp=logp, old_logp=old, advantages=mb["advantages"], mask=mask,
@@ -82,15 +83,6 @@ def rl_loss(mcfg, rl, params, mb, ctx):
         metrics["logp_mismatch_max"] = jnp.max(gap)
     metrics.pop("loss", None)
     return loss, metrics
-
-
-def _default_aggregation(loss: str) -> str:
-    name = loss.lower().replace("-", "_")
-    if name in ("drgrpo", "dr_grpo"):
-        return "seq_mean_token_sum_norm"
-    if name in ("gspo", "reg_grpo", "reggrpo"):
-        return "seq"
-    return "token_mean"
 
 
 def _logp_all(mcfg, params, batch):
