@@ -12,6 +12,8 @@ import importlib
 import logging
 import sys
 
+from vital_jax.errors import VitalError
+
 # name -> (module, one-line help). Keep sorted by pipeline stage.
 # Add one line per new subcommand.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -29,8 +31,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class CommandError(Exception):
-    """A user-facing failure: printed as one line, exit status 2, no traceback."""
+class CommandError(VitalError):
+    """A command's own user-facing failure: printed as one line, exit status 2, no traceback
+    (so is every other :class:`~vital_jax.errors.VitalError` that reaches ``main``)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
-    except CommandError as e:
+    except VitalError as e:     # CommandError, and any user-facing error a command did not wrap
         print(f"vital {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from vital_jax.errors import VitalError
+
 START = "<!-- bench:start -->"
 END = "<!-- bench:end -->"
 
@@ -39,7 +41,7 @@ HEADLINES: tuple[tuple[str, str], ...] = (
 )
 
 
-class ReadmeError(ValueError):
+class ReadmeError(VitalError, ValueError):
     """The README cannot take the table (markers missing, repeated or out of order)."""
 
 

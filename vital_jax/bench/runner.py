@@ -25,11 +25,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from vital_jax.errors import VitalError
+
 DEFAULT_SUITES = ("model", "sampler", "train", "data")
 STDERR_TAIL_LINES = 40
 
 
-class BenchError(Exception):
+class BenchError(VitalError):
     """The suite cannot run as asked (not a source checkout, unknown suite name)."""
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vital_jax.jsonl import BadLine, parse_lines
+from vital_jax.errors import VitalError
 
 Kind = Literal["rl", "cot", "tool_cot"]
 KINDS: tuple[str, ...] = ("rl", "cot", "tool_cot")
@@ -57,11 +58,11 @@ _INTERVAL_RE = re.compile(
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 
-class DataFileError(OSError):
+class DataFileError(VitalError, OSError):
     """An annotation file that cannot be read at all (missing, not JSON/JSONL, wrong top level)."""
 
 
-class RecordError(ValueError):
+class RecordError(VitalError, ValueError):
     """One bad record: names the file, the record index and the field."""
 
     def __init__(self, file: str, index: int, field: str, reason: str):

@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from vital_jax.data.records import DataFileError, RecordError, parse_record, read_raw
+from vital_jax.errors import VitalError
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 TASKS = ("grounding", "grounded_qa", "multiple_choice", "numeric", "open")
@@ -91,7 +92,7 @@ class Sample:
         return self.intervals[0] if self.intervals else None
 
 
-class AnnotationLayoutError(ValueError):
+class AnnotationLayoutError(VitalError, ValueError):
     """A file that is not in any layout the benchmark's loader knows."""
 
     def __init__(self, file: str | Path, benchmark: str, found: Any, expected: Sequence[str]):

@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from vital_jax.jsonl import BadLine, parse_lines
+from vital_jax.errors import VitalError
 
 _ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 
-class PredictionsError(ValueError):
+class PredictionsError(VitalError, ValueError):
     """A predictions file that cannot be read (names the file and line)."""
 
 

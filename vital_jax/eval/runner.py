@@ -54,6 +54,7 @@ from vital_jax.video import video_info
 from vital_jax.video.errors import VideoError
 from vital_jax.video.overlay import overlay_timestamps
 from vital_jax.video.patchify import normalize, patchify
+from vital_jax.errors import VitalError
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +80,11 @@ _LONG_TOOL_ERROR = ("Error: clip [12345.67, 12345.67] s is not inside [0, 12345.
 BLANK_LEVEL = 128
 
 
-class EvalSettingsError(ValueError):
+class EvalSettingsError(VitalError, ValueError):
     """``out_dir`` holds predictions made with other settings (names the file and the keys)."""
 
 
-class EvalResourceError(RuntimeError):
+class EvalResourceError(VitalError, RuntimeError):
     """The device ran out of memory; the message names the settings that size the run."""
 
 

@@ -24,9 +24,10 @@ import jax
 
 from vital_jax.models.qwen2_5_vl import modeling
 from vital_jax.models.qwen2_5_vl.config import ModelConfig
+from vital_jax.errors import VitalError
 
 
-class ModelCheckpointError(ValueError):
+class ModelCheckpointError(VitalError, ValueError):
     pass
 
 

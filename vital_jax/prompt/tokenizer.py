@@ -17,6 +17,7 @@ from vital_jax.prompt.tokens import (
     SMALL_VOCAB_ADDED_TOKENS,
     SpecialTokens,
 )
+from vital_jax.errors import VitalError
 
 # Qwen2's pre-tokenisation split (from its tokenizer.json): a fact of the format, needed to
 # rebuild the tokenizer from vocab.json + merges.txt and to train a compatible small one.
@@ -26,7 +27,7 @@ QWEN2_SPLIT_PATTERN = (
 )
 
 
-class TokenizerError(ValueError):
+class TokenizerError(VitalError, ValueError):
     """A tokenizer directory or file is missing or malformed (message names the path)."""
 
 

@@ -34,9 +34,10 @@ from vital_jax.models.qwen2_5_vl import api as model_api
 from vital_jax.models.qwen2_5_vl.config import ModelConfig
 from vital_jax.models.qwen2_5_vl.rope import visual_positions
 from vital_jax.sampling import core
+from vital_jax.errors import VitalError
 
 
-class SamplerError(ValueError):
+class SamplerError(VitalError, ValueError):
     """A request does not fit the sampler (too long, too many visual tokens, bad options)."""
 
 

@@ -24,9 +24,10 @@ import numpy as np
 from vital_jax.models.qwen2_5_vl.config import ModelConfig
 from vital_jax.models.qwen2_5_vl.rope import visual_positions
 from vital_jax.models.qwen2_5_vl.vision_layout import vision_layout
+from vital_jax.errors import VitalError
 
 
-class BatchError(ValueError):
+class BatchError(VitalError, ValueError):
     """A row that does not fit the configured buckets (names the row and the limit)."""
 
 

@@ -23,10 +23,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from vital_jax.errors import VitalError
+
 log = logging.getLogger(__name__)
 
 
-class TrainCheckpointError(RuntimeError):
+class TrainCheckpointError(VitalError, RuntimeError):
     pass
 
 

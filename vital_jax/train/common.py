@@ -23,9 +23,10 @@ import numpy as np
 
 from vital_jax.models.qwen2_5_vl.config import ModelConfig
 from vital_jax.train.config import ConfigError, RunConfig, dump_config
+from vital_jax.errors import VitalError
 
 
-class TrainingError(RuntimeError):
+class TrainingError(VitalError, RuntimeError):
     """The run cannot go on (too many non-finite steps, a peer process died, bad data)."""
 
 

@@ -25,8 +25,10 @@ from typing import Any
 
 import yaml
 
+from vital_jax.errors import VitalError
 
-class ConfigError(ValueError):
+
+class ConfigError(VitalError, ValueError):
     """A config file or override that cannot be used (names the key and the source)."""
 
 

@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from vital_jax.train.config import ConfigError, RunConfig
+from vital_jax.errors import VitalError
 
 GB = 1e9   # decimal GB, like accelerator spec sheets (v5p: 95 GB HBM, H100: 80 GB)
 
@@ -75,7 +76,7 @@ EXTRA_PRESETS: dict[str, dict[str, Any]] = {
 PRESETS = ("tiny", "3b", "7b", "32b", "72b")
 
 
-class PlanError(ValueError):
+class PlanError(VitalError, ValueError):
     """A plan request that cannot be answered (bad mesh string, unknown model...)."""
 
 

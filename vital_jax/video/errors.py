@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 
+from vital_jax.errors import VitalError
 
-class VideoError(Exception):
+
+class VideoError(VitalError):
     """Base class: something is wrong with a video (or image) input.
 
     Attributes:

@@ -16,9 +16,10 @@ from vital_jax.models.qwen2_5_vl import modeling
 from vital_jax.models.qwen2_5_vl.config import ModelConfig
 from vital_jax.models.qwen2_5_vl.rope import rope_index
 from vital_jax.models.qwen2_5_vl.vision_layout import vision_layout
+from vital_jax.errors import VitalError
 
 
-class InputError(ValueError):
+class InputError(VitalError, ValueError):
     """A batch is inconsistent (names the tensor and what is wrong)."""
 
 

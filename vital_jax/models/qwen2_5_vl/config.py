@@ -16,8 +16,10 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from vital_jax.errors import VitalError
 
-class ConfigError(ValueError):
+
+class ConfigError(VitalError, ValueError):
     """A config file or value is wrong; the message names the file and the key."""
 
 

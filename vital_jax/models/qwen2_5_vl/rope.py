@@ -23,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from vital_jax.errors import VitalError
 
-class PositionError(ValueError):
+
+class PositionError(VitalError, ValueError):
     """input_ids and visual grids disagree (counts of placeholder tokens, missing grids)."""
 
 

@@ -25,9 +25,10 @@ import numpy as np
 from vital_jax.models.qwen2_5_vl import modeling
 from vital_jax.models.qwen2_5_vl.config import ModelConfig
 from vital_jax.models.safetensors_io import SafetensorsError, SafetensorsFile, save_file
+from vital_jax.errors import VitalError
 
 
-class CheckpointError(ValueError):
+class CheckpointError(VitalError, ValueError):
     """Missing/extra/mis-shaped tensors; the message names the tensor and the directory."""
 
 
