@@ -236,3 +236,17 @@ def test_unknown_prompt_set_is_a_config_error():
     with pytest.raises(ConfigError, match=r"data\.vision\.prompt: 'foo' is not one of \['compact', 'vital'\]"):
         load_config(None, ["data.vision.prompt=foo"])
     assert load_config(None, ["data.vision.prompt=compact"]).data.vision.prompt == "compact"
+
+
+@pytest.mark.parametrize("override, match", [
+    ("model.attention=flash", r"model\.attention: unknown attention implementation 'flash'; known: blockwise, xla"),
+    ("model.remat=some", r"model\.remat: 'some' is not one of 'none', 'full', 'dots'"),
+    ("model.param_dtype=f33", r"model\.param_dtype: 'f33' is not a dtype"),
+    ("sft.optim.schedule=step", r"sft\.optim\.schedule: 'step' is not one of"),
+    ("rl.optim.schedule=step", r"rl\.optim\.schedule: 'step' is not one of"),
+])
+def test_enum_like_fields_are_checked_when_read(override, match):
+    """Choice-valued keys fail when the config is read, naming the key (not at the first trace)."""
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [override])
+    assert load_config(None, ["model.attention=blockwise", "model.remat=dots"]).model.attention == "blockwise"

@@ -16,7 +16,7 @@ from vital_jax.rl.advantages import ADVANTAGES, advantages, zero_variance_groups
 from vital_jax.rl.difficulty import Decision, DifficultyTracker, Schedule
 from vital_jax.rl.kl import KL_ESTIMATORS, kl
 from vital_jax.rl.losses import AGGREGATIONS, POLICY_LOSSES, aggregate, policy_loss
-from vital_jax.rl.registry import Registry
+from vital_jax.registry import Registry
 from vital_jax.rl.rewards import ACCURACY, SOURCES, format_reward, reward, source_spec
 
 __all__ = [

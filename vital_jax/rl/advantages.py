@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from vital_jax.rl.registry import Registry
+from vital_jax.registry import Registry
 
 ADVANTAGES: Registry = Registry("advantage estimator")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from vital_jax.rl.registry import Registry
+from vital_jax.registry import Registry
 
 KL_ESTIMATORS: Registry = Registry("KL estimator")
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from vital_jax.rl.advantages import DEFAULT_EPS, group_std
 from vital_jax.rl.kl import KL_ESTIMATORS
-from vital_jax.rl.registry import Registry
+from vital_jax.registry import Registry
 
 # Each policy loss declares (``POLICY_LOSSES.info(name)``) what a trainer must know to call it:
 #   clip:        "token" (the PPO ratio per token: takes the run's epsilon / epsilon_high),

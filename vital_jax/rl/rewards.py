@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from vital_jax.rl.registry import Registry
+from vital_jax.registry import Registry
 from vital_jax.rl.text_metrics import rouge_mean, word_error_rate
 
 ACCURACY: Registry = Registry("accuracy scorer")

@@ -76,6 +76,25 @@ class ModelSection:
     logits_chunk: int = 128              # lm-head chunk (positions) of the training log-probs; 0 = one chunk
     seed: int = 0                        # init seed for a fresh model
 
+    def __post_init__(self):
+        # choices are checked when the config is read (from_dict prefixes "model."), not when the
+        # model is first built or traced
+        import jax.numpy as jnp
+
+        from vital_jax.models.qwen2_5_vl.modeling import ATTENTION
+
+        if self.remat not in ("none", "full", "dots"):
+            raise ConfigError(f"remat: {self.remat!r} is not one of 'none', 'full', 'dots'")
+        try:
+            ATTENTION.canonical(self.attention)
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"attention: {e.args[0]}") from None
+        for key in ("param_dtype", "compute_dtype"):
+            try:
+                jnp.dtype(getattr(self, key))
+            except TypeError:
+                raise ConfigError(f"{key}: {getattr(self, key)!r} is not a dtype") from None
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class OptimConfig:
@@ -90,6 +109,10 @@ class OptimConfig:
     b2: float = 0.999
     eps: float = 1e-8
     grad_clip: float = 1.0               # global-norm clip; 0 = off
+
+    def __post_init__(self):
+        if self.schedule not in ("constant", "cosine", "linear"):
+            raise ConfigError(f"schedule: {self.schedule!r} is not one of 'constant', 'cosine', 'linear'")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

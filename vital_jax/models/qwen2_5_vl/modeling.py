@@ -22,6 +22,7 @@ from flax import nnx
 
 from vital_jax.models.qwen2_5_vl.blockwise import blockwise_attention
 from vital_jax.models.qwen2_5_vl.config import ModelConfig
+from vital_jax.registry import Registry
 from vital_jax.sharding import constrain
 
 Array = jax.Array
@@ -31,14 +32,8 @@ _NEG = -0.7 * float(np.finfo(np.float32).max)
 # ---------------------------------------------------------------------------------------------
 # attention implementations (a registry: a Pallas/splash kernel can be added by name)
 # ---------------------------------------------------------------------------------------------
-_ATTENTION: dict[str, Callable] = {}
-
-
-def register_attention(name: str):
-    def deco(fn):
-        _ATTENTION[name] = fn
-        return fn
-    return deco
+ATTENTION: Registry = Registry("attention implementation")
+register_attention = ATTENTION.register      # @register_attention("splash") def ...: same signature as xla
 
 
 @register_attention("xla")
@@ -109,9 +104,8 @@ def blockwise_masked_attention(q: Array, k: Array, v: Array, mask: Array, scale:
 
 
 def attention_fn(name: str) -> Callable:
-    if name not in _ATTENTION:
-        raise ValueError(f"unknown attention implementation {name!r}; known: {sorted(_ATTENTION)}")
-    return _ATTENTION[name]
+    """The implementation registered as ``name`` (KeyError listing the known ones otherwise)."""
+    return ATTENTION.get(name)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
-"""A tiny name → function registry, so configs pick RL pieces by name (as TRL's ``loss_type``
-and verl's ``adv_estimator`` do).
+"""The one name → function registry, so configs pick pieces by name (as TRL's ``loss_type`` and
+verl's ``adv_estimator`` do): RL losses, advantages, KL estimators, aggregations and accuracy
+scorers (:mod:`vital_jax.rl`), and the model's attention implementations
+(``runtime.attention``, :data:`vital_jax.models.qwen2_5_vl.modeling.ATTENTION`).
 
 Each registered function carries its formula in its docstring; ``describe(name)`` returns it.
 A registration may also declare facts about the function (``register("gspo", clip="sequence")``)
