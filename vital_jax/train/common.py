@@ -112,9 +112,7 @@ def tiny_config_for(tok) -> ModelConfig:
 def build_model(cfg: RunConfig, tok, mesh) -> tuple[ModelConfig, dict]:
     """(model config with the run's runtime options, params placed on ``mesh``)."""
     m = cfg.model
-    runtime = dict(param_dtype=m.param_dtype, compute_dtype=m.compute_dtype, scan_layers=m.scan_layers,
-                   remat=m.remat, attention=m.attention, freeze_vision=m.freeze_vision,
-                   vision_frame_block=m.vision_frame_block, logits_chunk=m.logits_chunk)
+    runtime = dataclasses.asdict(m.runtime_options())
     if m.init_from is not None:
         from vital_jax.models.checkpoint import ModelCheckpointError, load_any
 

@@ -76,24 +76,21 @@ class ModelSection:
     logits_chunk: int = 128              # lm-head chunk (positions) of the training log-probs; 0 = one chunk
     seed: int = 0                        # init seed for a fresh model
 
+    def runtime_options(self):
+        """The model's :class:`RuntimeOptions` of these fields (which checks them)."""
+        from vital_jax.models.qwen2_5_vl.config import RuntimeOptions
+
+        return RuntimeOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(RuntimeOptions)})
+
     def __post_init__(self):
-        # choices are checked when the config is read (from_dict prefixes "model."), not when the
-        # model is first built or traced
-        import jax.numpy as jnp
+        # the runtime choices are checked when the config is read (from_dict prefixes "model."),
+        # by the model's own rules, not when the model is first built or traced
+        from vital_jax.models.qwen2_5_vl.config import ConfigError as ModelConfigError
 
-        from vital_jax.models.qwen2_5_vl.modeling import ATTENTION
-
-        if self.remat not in ("none", "full", "dots"):
-            raise ConfigError(f"remat: {self.remat!r} is not one of 'none', 'full', 'dots'")
         try:
-            ATTENTION.canonical(self.attention)
-        except (KeyError, TypeError) as e:
-            raise ConfigError(f"attention: {e.args[0]}") from None
-        for key in ("param_dtype", "compute_dtype"):
-            try:
-                jnp.dtype(getattr(self, key))
-            except TypeError:
-                raise ConfigError(f"{key}: {getattr(self, key)!r} is not a dtype") from None
+            self.runtime_options()
+        except ModelConfigError as e:
+            raise ConfigError(str(e).removeprefix("runtime.")) from None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -111,17 +111,24 @@ class RuntimeOptions:
     logits_chunk: int = 128
 
     def __post_init__(self):
+        # messages are "runtime.<field>: ..." (a run config reports them under model.<field>)
+        from vital_jax.models.qwen2_5_vl.modeling import ATTENTION   # modeling imports this module
+
         for name in ("param_dtype", "compute_dtype"):
             try:
                 jnp.dtype(getattr(self, name))
             except TypeError as e:
-                raise ConfigError(f"runtime.{name}={getattr(self, name)!r} is not a dtype") from e
+                raise ConfigError(f"runtime.{name}: {getattr(self, name)!r} is not a dtype") from e
         if self.remat not in ("none", "full", "dots"):
-            raise ConfigError(f"runtime.remat={self.remat!r}; expected 'none', 'full' or 'dots'")
+            raise ConfigError(f"runtime.remat: {self.remat!r} is not one of 'none', 'full', 'dots'")
+        try:
+            ATTENTION.canonical(self.attention)
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"runtime.attention: {e.args[0]}") from None
         if not isinstance(self.vision_frame_block, int) or self.vision_frame_block < 0:
-            raise ConfigError(f"runtime.vision_frame_block={self.vision_frame_block!r}; expected an int >= 0")
+            raise ConfigError(f"runtime.vision_frame_block: {self.vision_frame_block!r}; expected an int >= 0")
         if not isinstance(self.logits_chunk, int) or self.logits_chunk < 0:
-            raise ConfigError(f"runtime.logits_chunk={self.logits_chunk!r}; expected an int >= 0")
+            raise ConfigError(f"runtime.logits_chunk: {self.logits_chunk!r}; expected an int >= 0")
 
 
 @dataclass(frozen=True, kw_only=True)
