@@ -122,7 +122,7 @@ def kv_bytes(cfg, batch: int, slots: int) -> int:
 def bench_decode(cfg, params, args, bw: Bandwidth, step_bytes: int):
     import jax
 
-    from vital_jax.sampling import Sampler, SamplerConfig, SamplingOptions, Segment
+    from vital_jax.rollout import Sampler, SamplerConfig, SamplingOptions, Segment
 
     steps, prompt, reps = (32, 128, 3) if args.quick else (64, 128, 5)
     rng = np.random.default_rng(0)
@@ -233,7 +233,7 @@ def _turns_at(s, ctx, turn, clip_ids, clip, reps: int, reprefill: bool, wide: bo
     they run in the 8k KV window: the cost when attention read the whole cache."""
     import jax
 
-    from vital_jax.sampling import Segment
+    from vital_jax.rollout import Segment
 
     L, T = len(ctx), len(clip_ids)
     state = s.prefill([Segment(ctx)])
@@ -267,7 +267,7 @@ def _turns_at(s, ctx, turn, clip_ids, clip, reps: int, reprefill: bool, wide: bo
 
 def bench_tool_turn(cfg, params, args):
 
-    from vital_jax.sampling import Sampler, SamplerConfig, Segment
+    from vital_jax.rollout import Sampler, SamplerConfig, Segment
 
     rng = np.random.default_rng(1)
     clip, clip_ids = clip_turn(cfg, rng)
@@ -321,7 +321,7 @@ def bench_tool_turn(cfg, params, args):
 def mixed_workload(cfg, s, clip, clip_ids, quick: bool):
     """Episodes of 2 rows: prefills of several lengths (over the largest chunk too), greedy and
     sampled decodes, text and clip turns at several contexts (one row or both), a rewind."""
-    from vital_jax.sampling import SamplingOptions, Segment
+    from vital_jax.rollout import SamplingOptions, Segment
 
     rng = np.random.default_rng(2)
     turn = Segment(clip_ids, [clip])
@@ -346,7 +346,7 @@ def mixed_workload(cfg, s, clip, clip_ids, quick: bool):
 
 
 def bench_recompiles(cfg, params, args):
-    from vital_jax.sampling import Sampler, SamplerConfig
+    from vital_jax.rollout import Sampler, SamplerConfig
     from vital_jax.testing import CompileCounter
 
     rng = np.random.default_rng(3)

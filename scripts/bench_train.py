@@ -6,7 +6,7 @@ Prints one JSON object per line on stdout (``name``, ``value``, ``unit``, ``base
 value is a comparison, ``raw`` timings, context keys); progress goes to stderr. ``--json`` is
 accepted for the ``vital bench`` contract (the output is JSON lines either way).
 
-1. ``train_step_mfu``: the trainer's own jitted SFT step (``vital_jax.train.step``: token
+1. ``train_step_mfu``: the trainer's own jitted SFT step (``vital_jax.trainers.step``: token
    log-probs, masked cross-entropy, gradient, global-norm clip, AdamW, the non-finite guard;
    state donated) on the model of ``scripts/bench_model.py`` (~61M parameters, f32: text 512 x 8
    layers, vocab 32000, vision 256 x 4) with batch 2 x 768 tokens, one (4, 16, 16) video per row
@@ -89,7 +89,7 @@ class _Video:
 
 def sft_rows(cfg, batch: int, seq: int, grid, seed: int = 0):
     """``batch`` rows of ``seq`` tokens: text, one video, text; loss on the text after the video."""
-    from vital_jax.train.batch import Sequence_
+    from vital_jax.trainers.batch import Sequence_
 
     rng = np.random.default_rng(seed)
     n_vis = int(np.prod(grid)) // cfg.vision.merge_unit
@@ -115,11 +115,11 @@ def bench_mfu(quick: bool) -> None:
         vision_layout,
     )
     from vital_jax.sharding import make_mesh
-    from vital_jax.train.batch import batch_shardings, build_batch, global_shapes
-    from vital_jax.train.common import put_batch
-    from vital_jax.train.config import OptimConfig
-    from vital_jax.train.optim import make_optimizer
-    from vital_jax.train.step import TrainSteps, init_state, sft_loss
+    from vital_jax.trainers.batch import batch_shardings, build_batch, global_shapes
+    from vital_jax.trainers.common import put_batch
+    from vital_jax.config.run_config import OptimConfig
+    from vital_jax.trainers.optim import make_optimizer
+    from vital_jax.trainers.step import TrainSteps, init_state, sft_loss
 
     torch.set_num_threads(os.cpu_count() or 2)
     batch_n, seq, grid = bm.BATCH, bm.SEQ, bm.GRID
@@ -199,7 +199,7 @@ def bench_mfu(quick: bool) -> None:
 
 def mid_rl_model(tok):
     from vital_jax.models.qwen2_5_vl.config import TextConfig, VisionConfig
-    from vital_jax.train.common import tiny_config_for
+    from vital_jax.trainers.common import tiny_config_for
 
     return tiny_config_for(tok).replace(
         text=TextConfig(vocab_size=tok.vocab_size, hidden_size=512, intermediate_size=1536, num_layers=6,
@@ -223,10 +223,10 @@ def bench_rl(kind: str, data: Path, work: Path, quick: bool) -> None:
     import jax
 
     from vital_jax.models.qwen2_5_vl import export_pretrained, init_params
-    from vital_jax.train.common import build_tokenizer
-    from vital_jax.train.config import load_config
-    from vital_jax.train.metrics import read_jsonl
-    from vital_jax.train.rl import run_rl
+    from vital_jax.trainers.common import build_tokenizer
+    from vital_jax.config.run_config import load_config
+    from vital_jax.runs.metrics import read_jsonl
+    from vital_jax.trainers.rl import run_rl
 
     out = work / f"rl_{kind}"
     overrides = rl_overrides(kind, data, out, quick)

@@ -36,7 +36,7 @@ def colour_tokens(cfg, params, vision, data: Path, scenes: int):
     from vital_jax.data.synthetic import COLOUR_NAMES, load_scenes
     from vital_jax.models.qwen2_5_vl import modeling
     from vital_jax.models.qwen2_5_vl.api import vision_arrays
-    from vital_jax.train.sft import video_kwargs
+    from vital_jax.trainers.sft import video_kwargs
     from vital_jax.video import load_video
 
     enc = jax.jit(lambda vp, va: modeling.encode_vision(cfg, vp, va))
@@ -77,9 +77,9 @@ def lm_sensitivity(cfg, params, tok, vision, data: Path, rows: int) -> dict:
     from vital_jax.data.records import parse_record
     from vital_jax.prompt import ChatRenderer
     from vital_jax.prompt.templates import prompt_set
-    from vital_jax.train.batch import build_batch
-    from vital_jax.train.sft import SFTFeatures
-    from vital_jax.train.step import token_logps
+    from vital_jax.trainers.batch import build_batch
+    from vital_jax.trainers.sft import SFTFeatures
+    from vital_jax.trainers.step import token_logps
 
     path = data / "sft_cot.jsonl"
     lines = [json.loads(x) for x in path.read_text().splitlines() if '"multiple_choice"' in x][:rows]
@@ -113,7 +113,7 @@ def main() -> None:
     from vital_jax.bench.readme_table import machine_info
     from vital_jax.models.checkpoint import load_any
     from vital_jax.prompt import load_tokenizer
-    from vital_jax.train.config import vision_settings
+    from vital_jax.config.run_config import vision_settings
 
     data = Path(args.data)
     cfg, params = load_any(args.ckpt)

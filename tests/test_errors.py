@@ -25,7 +25,7 @@ def test_every_error_class_of_the_package_is_a_vital_error():
     assert len(classes) >= 25, sorted(classes)
     assert [name for name, cls in classes.items() if not issubclass(cls, VitalError)] == []
     from vital_jax.data.records import DataFileError, RecordError
-    from vital_jax.train.config import ConfigError
+    from vital_jax.config.run_config import ConfigError
 
     assert issubclass(DataFileError, OSError) and issubclass(RecordError, ValueError)   # old bases kept
     assert issubclass(ConfigError, ValueError)

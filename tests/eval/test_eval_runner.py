@@ -10,14 +10,14 @@ import math
 
 import pytest
 
-from vital_jax.agent.loop import END_REASONS, AgentConfig
+from vital_jax.rollout.tool_loop import END_REASONS, AgentConfig
 from vital_jax.cli import main
 from vital_jax.data.synthetic import SynthConfig, generate, text_corpus
 from vital_jax.eval import runner
 from vital_jax.eval.benchmarks import Sample, load_benchmark
 from vital_jax.models.qwen2_5_vl import ModelConfig, export_pretrained, init_params
 from vital_jax.prompt import templates, train_small_tokenizer
-from vital_jax.sampling import SamplingOptions
+from vital_jax.rollout import SamplingOptions
 
 # 32x32 videos upscaled to 56x56 -> 4 merged tokens per temporal patch; <= 8 frames -> 16 tokens
 VIDEO_KW = {"min_pixels": 56 * 56, "max_pixels": 56 * 56, "max_frames": 8}

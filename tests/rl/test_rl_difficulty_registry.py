@@ -109,7 +109,7 @@ def test_docs_example_runs():
 
 def test_policy_losses_declare_what_the_trainer_passes():
     """The trainer reads each loss's declared clip / aggregation / TIS instead of matching names."""
-    from vital_jax.train.config import ConfigError, RLConfig
+    from vital_jax.config.run_config import ConfigError, RLConfig
 
     info = {name: rl.POLICY_LOSSES.info(name) for name in rl.POLICY_LOSSES.names()}
     assert {n: i["clip"] for n, i in info.items()} == {

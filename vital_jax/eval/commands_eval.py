@@ -71,12 +71,12 @@ def load_checkpoint(path: str):
 
 def checkpoint_vision(ckpt: str, *, max_frames=None, max_pixels=None, clip_max_frames=None,
                       clip_max_pixels=None, timestamps=None, text_timestamps=None):
-    """The checkpoint's :class:`~vital_jax.train.config.VisionInputConfig` with the flags that
+    """The checkpoint's :class:`~vital_jax.config.run_config.VisionInputConfig` with the flags that
     were given (not None) put over it, or None when the checkpoint has no settings file (the
     caller keeps its own defaults). Shared by ``vital eval`` and ``vital infer``."""
     import dataclasses
 
-    from vital_jax.train.config import ConfigError, vision_settings
+    from vital_jax.config.run_config import ConfigError, vision_settings
 
     try:
         saved = vision_settings(ckpt, default=None)
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
 
     import dataclasses
 
-    from vital_jax.agent.loop import AgentConfig
+    from vital_jax.rollout.tool_loop import AgentConfig
     from vital_jax.eval.runner import EVAL_AGENT_CONFIG, EvalResourceError, EvalSettingsError, evaluate
     from vital_jax.eval.scoring import summary_table
     from vital_jax.video import sampling as vs
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
                           clip_max_frames=args.clip_max_frames, clip_max_pixels=args.clip_max_pixels,
                           timestamps=args.timestamps, text_timestamps=args.text_timestamps)
     if v is not None:  # the settings the checkpoint was trained with (flags given override)
-        from vital_jax.train.sft import agent_vision
+        from vital_jax.trainers.sft import agent_vision
 
         vision = agent_vision(v)
     else:              # an outside checkpoint: VITAL's evaluation settings

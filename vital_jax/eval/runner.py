@@ -40,15 +40,15 @@ from typing import Any
 import jax
 import numpy as np
 
-from vital_jax.agent.loop import AgentConfig, Episode, EpisodeRequest, run_episodes
+from vital_jax.rollout.tool_loop import AgentConfig, Episode, EpisodeRequest, run_episodes
 from vital_jax.jsonl import cut_partial_line
-from vital_jax.agent.tools import TOOLS, ToolContext, ToolResult
+from vital_jax.rollout.tools import TOOLS, ToolContext, ToolResult
 from vital_jax.eval.benchmarks import BENCHMARKS, Benchmark, Sample
 from vital_jax.eval.predictions import answer_text, append_prediction, read_predictions
 from vital_jax.eval.scoring import score
 from vital_jax.prompt import ChatRenderer, Vision, group_times
 from vital_jax.prompt.tokens import IMAGE_PAD, VIDEO_PAD
-from vital_jax.sampling import Sampler, SamplerConfig, SamplerError, SamplingOptions
+from vital_jax.rollout import Sampler, SamplerConfig, SamplerError, SamplingOptions
 from vital_jax.video import sampling as vs
 from vital_jax.video import video_info
 from vital_jax.video.errors import VideoError

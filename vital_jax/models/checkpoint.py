@@ -32,7 +32,7 @@ class ModelCheckpointError(VitalError, ValueError):
 
 
 # What a model directory carries besides its weights: tokenizer files (HF names) and the input /
-# prompt settings the trainers write (vital_jax.train.config.VISION_SETTINGS_FILE).
+# prompt settings the trainers write (vital_jax.config.run_config.VISION_SETTINGS_FILE).
 SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
               "added_tokens.json", "chat_template.json", "chat_template.jinja", "preprocessor_config.json",
               "generation_config.json", "vital_settings.json")

@@ -121,8 +121,7 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
             added = _added_tokens_from_config(directory) or list(QWEN2_VL_ADDED_TOKENS)
             base = backend.get_vocab_size(with_added_tokens=False)
             for want_id, content, special in added:
-                got = backend.add_tokens([AddedToken(content, special=special, normalized=False)])
-                del got
+                backend.add_tokens([AddedToken(content, special=special, normalized=False)])
                 if backend.token_to_id(content) != want_id:
                     raise TokenizerError(
                         f"{directory}: added token {content!r} got id {backend.token_to_id(content)}, "

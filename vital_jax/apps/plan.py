@@ -1,0 +1,476 @@
+"""Memory planner: per-device bytes of a training run on a mesh, without allocating anything.
+
+``plan(cfg, mesh_shape)`` answers "does this config fit on this pod?" before renting it:
+
+- **parameters, optimizer state, batch** (the train step's *arguments*) and the new state (its
+  *outputs*): exact. Shapes come from ``jax.eval_shape`` of the real model and the real optimizer
+  (:func:`vital_jax.trainers.optim.make_optimizer`), shardings from the logical rules
+  (:mod:`vital_jax.sharding`) on a :class:`jax.sharding.AbstractMesh`, so any pod size works on
+  a laptop; each leaf counts ``prod(shard_shape) * itemsize``.
+- **gradients**: the step's accumulator plus one micro-batch's gradient (``lax.scan`` over
+  micro-batches), both in the parameter dtype and sharded like the parameters, plus the
+  optimizer's float32 update tree (optax promotes ``lr * update`` to float32 before
+  ``apply_updates`` casts back).
+- **gathered weights**: full-size copies the partitioned step materialises (one layer's weights
+  and weight gradient under FSDP; the embedding table when the vocabulary is split over
+  ``tensor``), see :func:`gathered_weight_bytes`.
+- **activations**: an analytic model of what the backward pass keeps (below), per device:
+  ``T = b_dev * L`` tokens of one micro-batch on one device (rows split over ``data x fsdp``
+  where they divide, exactly as ``logical_to_spec`` does), head/MLP/vocab widths divided by
+  ``tensor`` where it divides them.
+- **KV cache** (RL): the sampler's ``[layers, rollout_batch, kv_heads, cache_length + slack,
+  head_dim]`` keys and values in the compute dtype, sharded like ``Sampler._state_shardings``.
+- **reference policy** (RL with ``beta > 0``): a second copy of the parameters.
+
+Activation model (bytes; ``c`` = compute-dtype size, ``D`` hidden, ``H``/``K`` query/KV heads,
+``d`` head dim, ``F`` MLP width, all per device after tensor sharding). It follows what XLA keeps
+for our layer code (read off the buffer assignment of the compiled step): the XLA attention
+materialises the scores, and both the masked scores and the softmax probabilities are saved in
+float32::
+
+    scores(b, H, L)  = 2 * b * H * L^2 * 4
+    saved per layer:
+      remat none     = scores + T * c * (5D + 2Kd + 6F)     # inputs of every matmul/norm/SwiGLU
+      remat dots     = T * c * (Hd + 2Kd + 2D + 2F)         # outputs of the 2-D matmuls only
+      remat full     = T * c * D                            # the layer input
+    layer working set (attention backward of one layer, recomputed under remat)
+                     = 1.5 * scores + T * c * (2D + 2(H + K)d) + 2 * T * 4 * D
+    head (loss)      = 2 * b * (L - 1) * V * 4  + 8 * T * 4 * D  # f32 logits + their gradient;
+                                                                 # embeddings, final norm, rope
+    activations      = layers * saved + max(head, layer working set)
+
+The vision tower is the same model on ``N`` patches per row with window attention over blocks of
+``w = window^2`` patches (scores ``b * Hv * N * 3w``) and the full-attention blocks dense
+(``b * Hv * N^2``, ``runtime.vision_frame_block = 0`` as the trainer runs it); under
+``lax.scan`` a layer's residuals are the union of both ``lax.cond`` branches, so every scanned
+layer keeps both. A frozen tower (RL) runs outside the step and costs nothing here.
+
+Accuracy: arguments and outputs match XLA's ``memory_analysis()`` to the byte up to tiny
+replicated scalars; the temporaries (gradients + activations) are a model, checked against XLA on
+CPU in ``tests/apps/test_plan.py``. Other backends fuse differently (TPU usually keeps less);
+treat the activation row as a planning estimate, not a guarantee, and keep the headroom.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from vital_jax.config.run_config import ConfigError, RunConfig
+from vital_jax.errors import VitalError
+
+GB = 1e9   # decimal GB, like accelerator spec sheets (v5p: 95 GB HBM, H100: 80 GB)
+
+# Qwen2.5-VL shapes beyond the presets of ModelConfig (text part from the HF config.json files;
+# the vision tower is the 7B's, projecting to the text width).
+EXTRA_PRESETS: dict[str, dict[str, Any]] = {
+    "32b": dict(vocab_size=152064, hidden_size=5120, intermediate_size=27648, num_layers=64,
+                num_heads=40, num_kv_heads=8, tie_word_embeddings=False),
+    "72b": dict(vocab_size=152064, hidden_size=8192, intermediate_size=29568, num_layers=80,
+                num_heads=64, num_kv_heads=8, tie_word_embeddings=False),
+}
+PRESETS = ("tiny", "3b", "7b", "32b", "72b")
+
+
+class PlanError(VitalError, ValueError):
+    """A plan request that cannot be answered (bad mesh string, unknown model...)."""
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def parse_mesh(text: str) -> tuple[int, int, int]:
+    """``"data=2,fsdp=16,tensor=1"`` -> (2, 16, 1); omitted axes are 1, ``-1`` is resolved later."""
+    sizes = {"data": 1, "fsdp": 1, "tensor": 1}
+    seen = set()
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        key, sep, val = part.partition("=")
+        key = key.strip()
+        if not sep or key not in sizes:
+            raise PlanError(f"--mesh {text!r}: expected data=N,fsdp=N,tensor=N (got {part!r})")
+        if key in seen:
+            raise PlanError(f"--mesh {text!r}: axis {key} given twice")
+        try:
+            n = int(val)
+        except ValueError:
+            raise PlanError(f"--mesh {text!r}: {key}={val!r} is not an integer "
+                            "(expected data=N,fsdp=N,tensor=N)") from None
+        if n == 0 or n < -1:
+            raise PlanError(f"--mesh {text!r}: {key}={n}; each axis must be >= 1 (or -1: the rest)")
+        sizes[key] = n
+        seen.add(key)
+    if not seen:
+        raise PlanError(f"--mesh {text!r}: expected data=N,fsdp=N,tensor=N")
+    return sizes["data"], sizes["fsdp"], sizes["tensor"]
+
+
+def resolve_mesh(shape: Sequence[int], devices: int | None) -> tuple[int, int, int]:
+    """Fill a ``-1`` axis from ``devices``; check the product when both are given."""
+    from vital_jax.config.run_config import MeshConfig
+
+    shape = list(shape)
+    if -1 in shape:
+        if devices is None:
+            raise PlanError(f"mesh {shape} has a -1 axis: give --devices N to resolve it")
+    n = devices if devices is not None else math.prod(shape)
+    try:
+        return MeshConfig(data=shape[0], fsdp=shape[1], tensor=shape[2]).resolve(n)
+    except ConfigError as e:
+        raise PlanError(str(e)) from None
+
+
+def model_config(cfg: RunConfig, preset: str | None = None):
+    """The run's ModelConfig with its runtime options: ``preset`` if given, else the config.json
+    of ``model.init_from`` when it is on disk, else a preset guessed from the ``init_from`` name
+    (``.../Qwen2.5-VL-7B-Instruct`` -> 7b), else ``model.preset``."""
+    from vital_jax.models.qwen2_5_vl.config import ModelConfig, TextConfig
+
+    m = cfg.model
+    mcfg = None
+    if preset is None and m.init_from:
+        cj = Path(m.init_from) / "config.json"
+        if cj.is_file():
+            mcfg = ModelConfig.from_hf_file(cj, strict=False)
+        else:
+            hit = re.findall(r"(?i)(?<![0-9.])(3|7|32|72)b(?![a-z0-9])", m.init_from)
+            if not hit:
+                raise PlanError(f"model.init_from {m.init_from} is not on this machine and its name "
+                                f"names no size; pass --model one of {', '.join(PRESETS)}")
+            preset = hit[-1].lower() + "b"
+    if mcfg is None:
+        preset = (preset or m.preset).lower()
+        if preset == "tiny":
+            # the trainer sizes the tiny model's vocabulary to its own 1024-token tokenizer
+            mcfg = ModelConfig.tiny(vocab_size=1024)
+        elif preset in EXTRA_PRESETS:
+            t = TextConfig(**EXTRA_PRESETS[preset])
+            v7 = ModelConfig.preset("7b").vision
+            mcfg = ModelConfig(text=t, vision=dataclasses.replace(v7, out_hidden_size=t.hidden_size))
+        elif preset in PRESETS:
+            mcfg = ModelConfig.preset(preset)
+        else:
+            raise PlanError(f"unknown model {preset!r}; known: {', '.join(PRESETS)}")
+    return mcfg.with_runtime(param_dtype=m.param_dtype, compute_dtype=m.compute_dtype,
+                             scan_layers=m.scan_layers, remat=m.remat, attention=m.attention,
+                             freeze_vision=m.freeze_vision)
+
+
+# --------------------------------------------------------------------------- exact parts
+
+
+class _MeshSizes:
+    """What ``vital_jax.sharding`` reads of a mesh (names + sizes); no devices needed."""
+
+    def __init__(self, shape):
+        self.axis_names = ("data", "fsdp", "tensor")
+        self.axis_sizes = tuple(shape)
+
+
+def abstract_mesh(shape):
+    from jax.sharding import AbstractMesh, AxisType
+
+    return AbstractMesh(tuple(shape), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3)
+
+
+def _nbytes(shape, dtype) -> int:
+    import numpy as np
+
+    return int(math.prod(shape)) * np.dtype(dtype).itemsize
+
+
+def sharded_bytes(tree) -> int:
+    """Per-device bytes of a tree of ShapeDtypeStructs that carry a sharding."""
+    import jax
+
+    return sum(_nbytes(x.sharding.shard_shape(x.shape), x.dtype) for x in jax.tree.leaves(tree))
+
+
+def abstract_batch(mcfg, cfg: RunConfig) -> dict:
+    """ShapeDtypeStructs of the global train-step batch the trainer builds for ``cfg`` at its
+    largest buckets (see ``trainers.batch.build_batch``; RL: ``trainers.rl.RLTrainer.update``)."""
+    import jax
+    import jax.numpy as jnp
+
+    if cfg.stage == "sft":
+        rows, M = cfg.sft.batch_size, cfg.sft.micro_batches
+    else:
+        rows, M = cfg.rl.prompts_per_step * cfg.rl.group_size, cfg.rl.micro_batches
+    if rows % M:
+        raise PlanError(f"{rows} rows per step cannot split into {M} micro-batches")
+    b, L = rows // M, max(cfg.data.token_buckets)
+    N = max(cfg.data.vision_buckets)
+    i32, f32 = jnp.int32, jnp.float32
+    S = jax.ShapeDtypeStruct
+    out = {"input_ids": S((M, b, L), i32), "attention_mask": S((M, b, L), i32),
+           "loss_mask": S((M, b, L), f32), "position_ids": S((M, 3, b, L), i32),
+           "vis_index": S((M, b, L), i32), "advantages": S((M, b), f32)}
+    if cfg.stage != "sft":
+        if cfg.rl.beta > 0:
+            out["ref_logp"] = S((M, b, L), f32)
+        if cfg.rl.updates_per_rollout > 1:
+            out["old_logp"] = S((M, b, L), f32)
+    if N > 0:
+        if cfg.stage == "rl" and mcfg.runtime.freeze_vision:
+            # RL with a frozen tower: embeddings computed once outside the step
+            out["vis_embeds"] = S((M, b, N // mcfg.vision.merge_unit, mcfg.text.hidden_size),
+                                  jnp.dtype(mcfg.runtime.compute_dtype))
+        else:
+            v = mcfg.vision
+            out["vision"] = {"pixels": S((M, b, N, v.patch_dim), f32), "perm": S((M, b, N), i32),
+                             "seg_window": S((M, b, N), i32), "seg_full": S((M, b, N), i32),
+                             "rot_hw": S((M, b, N, 2), i32),
+                             "unperm": S((M, b, N // v.merge_unit), i32)}
+    return out
+
+
+def _batch_shardings(mesh, batch):
+    from vital_jax.sharding import named_sharding
+    from vital_jax.trainers.batch import BATCH_AXES, VISION_AXES
+
+    axes = dict(BATCH_AXES, vis_embeds=(None, "batch", None, None))
+    out = {}
+    for k, x in batch.items():
+        if k == "vision":
+            out[k] = {n: named_sharding(mesh, VISION_AXES[n], a.shape) for n, a in x.items()}
+        else:
+            out[k] = named_sharding(mesh, axes[k], x.shape)
+    return out
+
+
+def _with_sharding(tree, shardings):
+    import jax
+
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, shardings)
+
+
+def abstract_step_inputs(cfg: RunConfig, mcfg, mesh):
+    """(state, batch, optimizer) as sharded ShapeDtypeStructs on ``mesh`` (an AbstractMesh or a
+    real one): exactly what ``jit_train_step`` is called with."""
+    from vital_jax.models.qwen2_5_vl import modeling
+    from vital_jax.trainers.optim import make_optimizer
+    from vital_jax.trainers.step import abstract_state, state_shardings
+
+    import jax
+
+    section = cfg.sft if cfg.stage == "sft" else cfg.rl
+    optimizer = make_optimizer(section.optim, section.steps, freeze_vision=mcfg.runtime.freeze_vision)
+    param_sh = modeling.param_shardings(mcfg, mesh)
+    opt_abstract = jax.eval_shape(optimizer.init, modeling.abstract_params(mcfg))
+    state = abstract_state(mcfg, optimizer, state_shardings(optimizer, param_sh, opt_abstract))
+    batch = abstract_batch(mcfg, cfg)
+    return state, _with_sharding(batch, _batch_shardings(mesh, batch)), optimizer
+
+
+# --------------------------------------------------------------------------- activation model
+
+
+def _split(n: int, ways: int) -> int:
+    """Per-device extent of a dim of size n over a mesh axis group of ``ways`` (the rules drop an
+    axis that does not divide the dim: then nothing is split)."""
+    return n // ways if ways > 1 and n % ways == 0 else n
+
+
+def _rows_per_device(b: int, shape) -> int:
+    from vital_jax.sharding import logical_to_spec
+
+    spec = logical_to_spec(("batch",), (b,), _MeshSizes(shape))
+    axes = spec[0] if spec and spec[0] is not None else ()
+    axes = (axes,) if isinstance(axes, str) else axes
+    sizes = dict(zip(("data", "fsdp", "tensor"), shape))
+    return b // math.prod(sizes[a] for a in axes)
+
+
+def _decoder_terms(*, T, b, L, D, H, K, d, F, c, layers, remat) -> dict[str, float]:
+    """Saved-per-layer, working set and stack of a transformer stack (see the module docstring)."""
+    scores = 2 * b * H * L * L * 4
+    none = scores + T * c * (5 * D + 2 * K * d + 6 * F)
+    saved = {"none": none, "dots": T * c * (H * d + 2 * K * d + 2 * D + 2 * F), "full": T * c * D}[remat]
+    # backward of one layer (recomputed under remat): the MLP's residuals are freed before the
+    # attention's backward, whose peak is the scores, their gradient and the q/k/v/o residuals
+    work = 1.5 * scores + T * c * (2 * D + 2 * (H + K) * d) + 2 * T * 4 * D
+    return {"stack": layers * saved, "work": work}
+
+
+def activation_bytes(mcfg, cfg: RunConfig, shape) -> dict[str, float]:
+    """Per-device activation bytes of one micro-batch's forward + backward (module docstring)."""
+    import numpy as np
+
+    t, v, rt = mcfg.text, mcfg.vision, mcfg.runtime
+    tp = shape[2]
+    if cfg.stage == "sft":
+        rows, M = cfg.sft.batch_size, cfg.sft.micro_batches
+    else:
+        rows, M = cfg.rl.prompts_per_step * cfg.rl.group_size, cfg.rl.micro_batches
+    b = _rows_per_device(rows // M, shape)
+    L = max(cfg.data.token_buckets)
+    c = np.dtype(rt.compute_dtype).itemsize
+    H, K, F = _split(t.num_heads, tp), _split(t.num_kv_heads, tp), _split(t.intermediate_size, tp)
+    V = _split(t.vocab_size, tp)
+    T = b * L
+    text = _decoder_terms(T=T, b=b, L=L, D=t.hidden_size, H=H, K=K, d=t.head_dim, F=F, c=c,
+                          layers=t.num_layers, remat=rt.remat)
+    head = 2 * b * (L - 1) * V * 4 + 8 * T * 4 * t.hidden_size
+    out = {"text": text["stack"] + max(head, text["work"]), "vision": 0.0}
+    N = max(cfg.data.vision_buckets)
+    if N > 0 and not (cfg.stage == "rl" and rt.freeze_vision):
+        Hv, Fv = _split(v.num_heads, tp), _split(v.intermediate_size, tp)
+        Tv, w = b * N, v.window_merged ** 2 * v.merge_unit
+        window = 2 * b * Hv * N * 3 * w * 4
+        dense = 2 * b * Hv * N * N * 4
+        full_layers = v.depth if rt.scan_layers else len(v.fullatt_block_indexes)
+        per = Tv * c * (5 * v.hidden_size + 3 * Hv * v.head_dim + 6 * Fv)
+        saved = {"none": per + window, "dots": Tv * c * (3 * Hv * v.head_dim + 2 * v.hidden_size + 2 * Fv),
+                 "full": Tv * c * v.hidden_size}[rt.remat]
+        stack = v.depth * saved + (full_layers * dense if rt.remat == "none" else 0)
+        work = per + window + (dense if v.fullatt_block_indexes else 0) * 1.5
+        # the merged embeddings (and their gradient) stay alive into the text stack
+        merged = 2 * b * (N // v.merge_unit) * t.hidden_size * c
+        out["vision"] = stack + work + merged
+    return out
+
+
+def gathered_weight_bytes(params, shape) -> float:
+    """Full-size copies of sharded weights that the step materialises (per device):
+
+    - with ``fsdp > 1``, one decoder layer's weights are all-gathered over ``fsdp`` inside the
+      layer scan, and that layer's weight gradient exists unreduced before its reduce-scatter;
+    - with the vocabulary split over ``tensor``, the token-embedding gather (``jnp.take``) cannot
+      stay partitioned: XLA's SPMD partitioner replicates the table for it ("involuntary full
+      rematerialization") and its gradient scatter, i.e. two unsplit-vocab copies.
+    """
+    d, f, t = shape
+    out = 0.0
+    if f > 1:
+        per_layer = 0
+        for x in params["layers"].values():
+            sh = x.sharding.shard_shape(x.shape)
+            spec = x.sharding.spec
+            unfsdp = [n * f if (i < len(spec) and spec[i] is not None and "fsdp" in
+                                ((spec[i],) if isinstance(spec[i], str) else spec[i])) else n
+                      for i, n in enumerate(sh)]
+            per_layer += _nbytes(unfsdp[1:], x.dtype)          # one layer of the stacked axis
+        out += 2 * per_layer
+    e = params["embed"]
+    vocab_axes = e.sharding.spec[0] if len(e.sharding.spec) else None
+    if t > 1 and vocab_axes is not None and "tensor" in ((vocab_axes,) if isinstance(vocab_axes, str) else vocab_axes):
+        sh = list(e.sharding.shard_shape(e.shape))
+        sh[0] = e.shape[0]
+        out += 2 * _nbytes(sh, e.dtype)
+    return out
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclasses.dataclass
+class Plan:
+    model: str
+    stage: str
+    mesh: tuple[int, int, int]
+    rows: dict[str, float]            # component -> per-device bytes
+    notes: list[str]
+    device_memory: float | None = None
+
+    @property
+    def total(self) -> float:
+        return sum(self.rows.values())
+
+    @property
+    def fits(self) -> bool | None:
+        return None if self.device_memory is None else self.total <= self.device_memory
+
+    def to_json(self) -> dict:
+        return {"model": self.model, "stage": self.stage,
+                "mesh": dict(zip(("data", "fsdp", "tensor"), self.mesh)), "devices": math.prod(self.mesh),
+                "per_device_bytes": {k: int(v) for k, v in self.rows.items()}, "total_bytes": int(self.total),
+                "device_memory_bytes": None if self.device_memory is None else int(self.device_memory),
+                "fits": self.fits,
+                "headroom_bytes": None if self.device_memory is None else int(self.device_memory - self.total),
+                "notes": self.notes}
+
+    def table(self) -> str:
+        d, f, t = self.mesh
+        lines = [f"model {self.model}, stage {self.stage}, mesh data={d} fsdp={f} tensor={t} "
+                 f"({d * f * t} devices); per device:"]
+        width = max(len(k) for k in self.rows) + 2
+        for k, v in self.rows.items():
+            lines.append(f"  {k:<{width}}{v / GB:10.3f} GB")
+        lines.append(f"  {'total':<{width}}{self.total / GB:10.3f} GB")
+        if self.device_memory is not None:
+            room = self.device_memory - self.total
+            verdict = "fits" if room >= 0 else "does NOT fit"
+            lines.append(f"{verdict} in {self.device_memory / GB:.1f} GB: headroom {room / GB:+.2f} GB "
+                         f"({100 * room / self.device_memory:+.0f} %)")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def plan(cfg: RunConfig, mesh_shape: Sequence[int], *, devices: int | None = None,
+         device_memory_gb: float | None = None, preset: str | None = None, mcfg=None) -> Plan:
+    """Per-device memory of ``cfg``'s train step on a ``(data, fsdp, tensor)`` mesh (abstract
+    evaluation only: nothing the size of the model is allocated)."""
+    import jax
+    import numpy as np
+
+    from vital_jax.sharding import named_sharding
+
+    shape = resolve_mesh(mesh_shape, devices)
+    mcfg = mcfg or model_config(cfg, preset)
+    mesh = abstract_mesh(shape)
+    state, batch, _ = abstract_step_inputs(cfg, mcfg, mesh)
+    rt, t = mcfg.runtime, mcfg.text
+    param_b = sharded_bytes(state.params)
+    f32_param_b = sum(_nbytes(x.sharding.shard_shape(x.shape), np.float32) for x in jax.tree.leaves(state.params))
+    if rt.freeze_vision:   # set_to_zero: no float32 update tree for the tower
+        f32_param_b -= sum(_nbytes(x.sharding.shard_shape(x.shape), np.float32)
+                           for x in jax.tree.leaves(state.params["vision"]))
+    rows = {"params": param_b,
+            "optimizer state": sharded_bytes(state.opt_state) + sharded_bytes(state.step),
+            "gradients": 2 * param_b + f32_param_b,
+            "batch": sharded_bytes(batch)}
+    rows["gathered weights"] = gathered_weight_bytes(state.params, shape)
+    act = activation_bytes(mcfg, cfg, shape)
+    rows["activations (text)"] = act["text"]
+    if act["vision"]:
+        rows["activations (vision)"] = act["vision"]
+    notes = [f"remat={rt.remat}, scan_layers={rt.scan_layers}, param {rt.param_dtype}, compute {rt.compute_dtype}; "
+             f"batch at the largest buckets: {max(cfg.data.token_buckets)} tokens, "
+             f"{max(cfg.data.vision_buckets)} patches per row"]
+    rows_mb = (cfg.sft.batch_size // cfg.sft.micro_batches if cfg.stage == "sft"
+               else cfg.rl.prompts_per_step * cfg.rl.group_size // cfg.rl.micro_batches)
+    b_dev = _rows_per_device(rows_mb, shape)
+    if b_dev * shape[0] * shape[1] != rows_mb:
+        notes.append(f"a micro-batch has {rows_mb} rows, which data x fsdp = {shape[0] * shape[1]} does not "
+                     f"divide: each device runs {b_dev} rows (replicated work); make the rows per "
+                     f"micro-batch a multiple of {shape[0] * shape[1]}")
+    N = max(cfg.data.vision_buckets)
+    if "activations (vision)" in rows and mcfg.vision.fullatt_block_indexes and N > 4096:
+        notes.append(f"the vision tower's full-attention blocks materialise [{N}, {N}] scores per row and head")
+    if cfg.stage == "rl":
+        if cfg.rl.beta > 0:
+            rows["reference params"] = param_b
+        B, S = cfg.rl.rollout_batch, cfg.rl.cache_length
+        slack = max([x for x in (32, 128, 512, 2048) if x < S] or [S])   # as RLTrainer builds its sampler
+        kv_shape = (t.num_layers, B, t.num_kv_heads, S + slack, t.head_dim)
+        sh = named_sharding(mesh, (None, "batch", "act_kv_heads", "cache_seq", None), kv_shape)
+        rows["kv cache (rollout)"] = 2 * _nbytes(sh.shard_shape(kv_shape), rt.compute_dtype)
+        notes.append("RL: the rollout's KV cache is counted on top of the update's peak (conservative)")
+    n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(state.params))
+    notes.append(f"{n_params / 1e9:.2f} B parameters")
+    name = preset or (cfg.model.init_from if cfg.model.init_from else cfg.model.preset)
+    return Plan(model=str(name), stage=cfg.stage, mesh=shape, rows=rows, notes=notes,
+                device_memory=None if device_memory_gb is None else device_memory_gb * GB)
+
+
+def step_memory_estimate(cfg: RunConfig, mesh_shape, mcfg) -> dict[str, float]:
+    """The plan regrouped like XLA's ``memory_analysis()`` of the train step (for the cross-check):
+    arguments = state + batch, outputs = new state (+ metrics), temp = gradients + activations."""
+    p = plan(cfg, mesh_shape, mcfg=mcfg)
+    r = p.rows
+    state = r["params"] + r["optimizer state"]
+    return {"argument": state + r["batch"], "output": state,
+            "temp": r["gradients"] + r["gathered weights"] + r["activations (text)"] + r.get("activations (vision)", 0.0)}

@@ -1,0 +1,2 @@
+"""Run configuration: the ``RunConfig`` sections, YAML ``base:`` chains, dotted overrides, and the
+checks that name the offending key (``run_config``)."""
