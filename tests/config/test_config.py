@@ -250,3 +250,24 @@ def test_enum_like_fields_are_checked_when_read(override, match):
     with pytest.raises(ConfigError, match=match):
         load_config(None, [override])
     assert load_config(None, ["model.attention=blockwise", "model.remat=dots"]).model.attention == "blockwise"
+
+
+def test_sections_are_pydantic_models_with_documented_fields():
+    """The config is a pydantic model tree: choices are Literal types in its JSON schema, field
+    docs are descriptions, sections are frozen, and a partial section keeps its own defaults."""
+    from pydantic import BaseModel, ValidationError
+
+    from vital_jax.config.run_config import RLConfig, RunConfig, replace
+
+    schema = RunConfig.model_json_schema()
+    assert schema["properties"]["stage"]["enum"] == ["sft", "rl"]
+    assert schema["$defs"]["OptimConfig"]["properties"]["schedule"]["enum"] == ["constant", "cosine", "linear"]
+    assert RLConfig.model_fields["cache_length"].description == "Context limit of one episode."
+    cfg = load_config(None, ["sft.optim.schedule=linear"])
+    assert isinstance(cfg.sft, BaseModel)
+    assert (cfg.sft.optim.learning_rate, cfg.sft.optim.warmup_steps) == (1e-3, 10)   # SFT's defaults kept
+    with pytest.raises(ValidationError):
+        cfg.rl.steps = 3                                                          # frozen
+    assert replace(cfg.rl, steps=3).steps == 3
+    with pytest.raises(ConfigError, match=r"^loss: unknown policy loss 'nope'"):
+        replace(cfg.rl, loss="nope")

@@ -14,6 +14,7 @@ from vital_jax.rollout.tool_loop import END_REASONS, AgentConfig
 from vital_jax.cli import main
 from vital_jax.data.synthetic import SynthConfig, generate, text_corpus
 from vital_jax.eval import runner
+from vital_jax.rollout import contract
 from vital_jax.eval.benchmarks import Sample, load_benchmark
 from vital_jax.models.qwen2_5_vl import ModelConfig, export_pretrained, init_params
 from vital_jax.prompt import templates, train_small_tokenizer
@@ -84,7 +85,7 @@ def test_evaluate_end_to_end_resumes_and_matches_score(tmp_path, model, tok, sui
     assert n >= 6
     calls = []   # (sampler, number of requests) per run_episodes call
     scripted = {"on": True}
-    real = runner.run_episodes
+    real = contract.run_episodes
 
     def counting(sampler, renderer, requests, config, **kw):
         calls.append((sampler, len(requests)))
@@ -92,7 +93,7 @@ def test_evaluate_end_to_end_resumes_and_matches_score(tmp_path, model, tok, sui
             kw["script"] = lambda row, turn: TOOL_TURN if turn == 0 else ANSWER_TURN
         return real(sampler, renderer, requests, config, **kw)
 
-    monkeypatch.setattr(runner, "run_episodes", counting)
+    monkeypatch.setattr(contract, "run_episodes", counting)
     out = tmp_path / "run"
     kw = {"out_dir": out, "batch_size": 2, "video_root": suite, "agent_config": AGENT, "video_kwargs": VIDEO_KW,
               "clip_kwargs": CLIP_KW, "sampler_config": {"max_forced_tokens": 96}}
@@ -213,9 +214,9 @@ def test_question_text_and_default_shapes():
     bare = Sample(id="3", task="multiple_choice", video=None, question="Who?", options=("the man", "the dog"), answer="B")
     assert runner.question_text(bare) == "Who?\nA. the man\nB. the dog"
 
-    b = [runner._Budget(prompt=300, visual=160, clip=200, observation=230),
-         runner._Budget(prompt=700, visual=600, clip=100, observation=130)]
-    sc = runner.default_sampler_config(b, batch_size=4, max_turns=3, max_new_tokens=100)
+    b = [contract.Budget(prompt=300, visual=160, clip=200, observation=230),
+         contract.Budget(prompt=700, visual=600, clip=100, observation=130)]
+    sc = contract.size_sampler(b, batch_size=4, max_turns=3, max_new_tokens=100)
     assert sc.cache_length >= max(300 + 300 + 2 * 231, 700 + 300 + 2 * 131) and sc.cache_length % 64 == 0
     assert sc.chunk_buckets == (32, 128, 512, 1024)
     assert sc.max_visual_tokens >= 4 * 600 and sc.vision_buckets[-1] == 4 * sc.max_visual_tokens
@@ -232,7 +233,7 @@ def test_blind_control_blanks_every_frame_the_model_sees(tmp_path, model, tok, s
 
     samples = load_benchmark("synthetic", suite / "eval.jsonl")[:2]
     seen = []
-    real = runner.run_episodes
+    real = contract.run_episodes
 
     def spy(sampler, renderer, requests, config, **kw):
         kw["script"] = lambda row, turn: TOOL_TURN if turn == 0 else ANSWER_TURN   # forces one clip per sample
@@ -240,7 +241,7 @@ def test_blind_control_blanks_every_frame_the_model_sees(tmp_path, model, tok, s
         seen.append(eps)
         return eps
 
-    monkeypatch.setattr(runner, "run_episodes", spy)
+    monkeypatch.setattr(contract, "run_episodes", spy)
     cfg, params = model
     kw = {"batch_size": 2, "video_root": suite, "agent_config": AGENT, "video_kwargs": VIDEO_KW,
           "clip_kwargs": CLIP_KW, "sampler_config": {"max_forced_tokens": 96}}
@@ -266,7 +267,7 @@ def test_frames_band_the_tower_and_oom_is_one_line(tmp_path, ckpt, suite, capsys
     import jax
 
     seen = []
-    real_sampler = runner.Sampler
+    real_sampler = contract.Sampler
 
     def spy(cfg, *a, **k):
         seen.append(cfg.runtime.vision_frame_block)
@@ -275,8 +276,8 @@ def test_frames_band_the_tower_and_oom_is_one_line(tmp_path, ckpt, suite, capsys
     def oom(*a, **k):
         raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 954499711632 bytes.")
 
-    monkeypatch.setattr(runner, "Sampler", spy)
-    monkeypatch.setattr(runner, "run_episodes", oom)
+    monkeypatch.setattr(contract, "Sampler", spy)
+    monkeypatch.setattr(contract, "run_episodes", oom)
     rc = main(["eval", "--ckpt", ckpt, "--benchmark", "synthetic", "--data", str(suite / "eval.jsonl"),
                "--video-root", str(suite), "--frames", "8", "--max-pixels", "3136", "--clip-max-pixels", "3136",
                "--clip-max-frames", "8", "--max-new-tokens", "16", "--batch-size", "4", "--limit", "4",

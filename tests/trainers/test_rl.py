@@ -248,11 +248,15 @@ def test_periodic_heldout_eval_gives_the_curve(suite, tmp_path, compile_cache):
 
 
 def test_rollout_sampler_holds_every_rows_clip(suite, tmp_path):
-    """The rollout sampler's per-call visual budget covers a whole batch of clips when a clip has
-    more tokens than the question video (larger clip frames), not only the question videos."""
+    """The rollout's per-call visual budget covers a whole batch of clips when a clip has more
+    tokens than the question video (more clip frames), not only the question videos; and it is
+    sized from what the videos can give, not from the settings' ceiling."""
     cfg = _cfg(suite, tmp_path / "r", extra=("data.vision.max_frames=4", "data.vision.max_pixels=784",
                                              "data.vision.min_pixels=784", "data.vision.clip_max_frames=16",
                                              "data.vision.clip_max_pixels=3136"))
     tr = rl_mod.RLTrainer(cfg)
-    clip_tokens = 16 // 2 * 3136 // (28 * 28)
-    assert tr.sampler.config.max_visual_tokens >= cfg.rl.rollout_batch * clip_tokens
+    # 32-px videos: a clip comes at 28x28 (one merged token a frame pair) whatever clip_max_pixels
+    # allows, 16 frames -> 8 tokens; the question video, 4 frames -> 2 tokens
+    clip_tokens = 16 // 2
+    assert tr.rollouts.config.max_visual_tokens >= cfg.rl.rollout_batch * clip_tokens
+    assert max(tr.rollouts.config.vision_buckets) < cfg.rl.rollout_batch * 16 // 2 * 3136 // (28 * 28) * 4

@@ -31,66 +31,68 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vital_jax.config.run_config import ConfigError, RunConfig, apply_overrides, from_dict, load_config, to_dict
+from vital_jax.config.run_config import (Bool, ConfigError, Float, Int, RunConfig, Section, Str, apply_overrides,
+                                         from_dict, load_config, to_dict)
 
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class DemoConfig:
+class DemoConfig(Section):
+    """The demo's embedded settings (``vital demo key=value`` overrides them)."""
+
     # Many short videos: variety per pass is the lever (each training video is seen about once).
     # Generating one costs ~0.02 s; 10 % of them (~500 records) are held out.
-    videos: int = 2000
-    min_seconds: float = 20.0
-    max_seconds: float = 30.0
-    frame_size: int = 64
-    eval_fraction: float = 0.1
+    videos: Int = 2000
+    min_seconds: Float = 20.0
+    max_seconds: Float = 30.0
+    frame_size: Int = 64
+    eval_fraction: Float = 0.1
     # 24k SFT rows (compact prompts, ~0.35 s a step here): the held-out grounding is read from the
     # frames' text timestamps; 600 x 8 rows of VITAL's long prompts read nothing (blind = tools)
-    sft_steps: int = 1500
-    sft_batch: int = 16
-    sft_lr: float = 3e-3
-    rl_steps: int = 30
-    rl_prompts: int = 8
-    rl_group: int = 8
+    sft_steps: Int = 1500
+    sft_batch: Int = 16
+    sft_lr: Float = 3e-3
+    rl_steps: Int = 30
+    rl_prompts: Int = 8
+    rl_group: Int = 8
     # 1e-3 and 5e-4 undo what SFT taught (held-out score 0.25 -> 0.16 in 15 steps at 5e-4);
     # 2e-5 does not move a 64-wide model; 3e-3 at T = 1 breaks the format
-    rl_lr: float = 1e-4
-    rl_temperature: float = 0.7       # VITAL samples at 1.0; a 64-wide model's samples are noise there
-    max_new_tokens: int = 64          # per turn: the SFT turns are ~55 and ~35 tokens
-    eval_limit: int | None = 200
-    eval_batch: int = 8
-    seed: int = 0
+    rl_lr: Float = 1e-4
+    rl_temperature: Float = 0.7       # VITAL samples at 1.0; a 64-wide model's samples are noise there
+    max_new_tokens: Int = 64          # per turn: the SFT turns are ~55 and ~35 tokens
+    eval_limit: Int | None = 200
+    eval_batch: Int = 8
+    seed: Int = 0
     # tool trajectories and no-tool CoT, so the no-tools prompt is trained too (a fair comparison)
-    sft_files: tuple[str, ...] = ("sft_tool.jsonl", "sft_cot.jsonl")
+    sft_files: tuple[Str, ...] = ("sft_tool.jsonl", "sft_cot.jsonl")
     # Model size. None keeps ModelConfig.tiny's value (text 64 wide x 2 layers, 4 heads / 2 KV,
     # MLP 128; vision 32 wide x 4 blocks); any other size is initialised once into out/init and
     # SFT starts from there. Heads default to width / 16, KV heads to heads / 2, MLPs to 2 x width.
-    model_hidden: int | None = None
-    model_layers: int | None = None
-    model_heads: int | None = None
-    model_kv_heads: int | None = None
-    model_intermediate: int | None = None
-    vision_hidden: int | None = None
-    vision_depth: int | None = None
+    model_hidden: Int | None = None
+    model_layers: Int | None = None
+    model_heads: Int | None = None
+    model_kv_heads: Int | None = None
+    model_intermediate: Int | None = None
+    vision_hidden: Int | None = None
+    vision_depth: Int | None = None
     # What the model sees (data.vision; written into each checkpoint, read back by eval).
     # Small frames and few tokens: a question-video frame pair costs frame_pixels / 28^2 merged
     # tokens plus its "<t seconds>" text; the clip tool returns up to clip_frames frames.
-    frames: int = 16
-    frame_pixels: int = 28 * 28
-    clip_frames: int = 16
-    clip_pixels: int = 28 * 28
-    text_timestamps: bool = True
+    frames: Int = 16
+    frame_pixels: Int = 28 * 28
+    clip_frames: Int = 16
+    clip_pixels: Int = 28 * 28
+    text_timestamps: Bool = True
     # the prompt texts (data.vision.prompt): "compact" (a few words) or "vital" (VITAL's prompts
     # with Qwen2.5's tool schema, ~300 more tokens a tool row for the model to read past)
-    prompt: str = "compact"
+    prompt: Str = "compact"
     # RL extras: DAPO dynamic sampling (drop all-equal groups) and updates per rollout batch
-    rl_dynamic_sampling: bool = True
-    rl_updates_per_rollout: int = 1
+    rl_dynamic_sampling: Bool = True
+    rl_updates_per_rollout: Int = 1
     # Held-out score over RL steps (rl.eval_every / rl.eval_limit): greedy episodes at step 0,
     # every rl_eval_every steps and at the end. 0 turns it off.
-    rl_eval_every: int = 5
-    rl_eval_limit: int | None = 64
+    rl_eval_every: Int = 5
+    rl_eval_limit: Int | None = 64
 
 
 QUICK = DemoConfig(videos=10, min_seconds=20.0, max_seconds=24.0, eval_fraction=0.3, sft_steps=4, sft_batch=4,
@@ -211,7 +213,7 @@ def stage_configs(demo: DemoConfig, out: Path, init: Path | None = None) -> tupl
     """The SFT and RL run configs of the demo (written next to the runs, usable with vital train).
     ``init``: the model SFT starts from (None: a fresh ``tiny`` preset)."""
     data = out / "data"
-    vision = dataclasses.asdict(demo_vision(demo))
+    vision = to_dict(demo_vision(demo))
     sft_buckets, cache = token_buckets(demo)
     common = {"seed": demo.seed, "data": {"root": str(data), "seed": demo.seed, "token_buckets": list(sft_buckets),
                                           "vision_buckets": [vision_patches(demo)], "vision": vision},
@@ -376,7 +378,7 @@ def run_demo(out: str | Path, demo: DemoConfig = DemoConfig()) -> dict[str, Any]
                    for name, pts in sft["curves"].items() if pts})
     report = {"title": "vital demo: SFT -> RL (DGRPO, tool loop) on the synthetic suite",
               "eval": evals, "eval_details": raw, "timings": timings,
-              "settings": {"demo": dataclasses.asdict(demo), "sft": to_dict(sft_cfg), "rl": to_dict(rl_cfg)},
+              "settings": {"demo": to_dict(demo), "sft": to_dict(sft_cfg), "rl": to_dict(rl_cfg)},
               "runs": {"sft": sft["out_dir"], "rl": rl["out_dir"]}}
     paths = write_report(out, report, curves=curves)
     log.info(f"report: {paths['markdown']}  (json: {paths['json']})")

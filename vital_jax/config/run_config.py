@@ -1,6 +1,8 @@
 """Typed run configs: YAML files, dotted command-line overrides, strict validation.
 
-A run is one :class:`RunConfig` (keyword-only frozen dataclasses all the way down). Loading::
+A run is one :class:`RunConfig`: frozen pydantic models all the way down (unknown keys
+forbidden, choices as ``Literal`` or checked against their registry, each field documented).
+Loading::
 
     cfg = load_config("configs/tiny_synthetic.yaml", overrides=["rl.group_size=4", "mesh.data=2"])
 
@@ -17,13 +19,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError,
+                      field_validator, model_validator)
 
 from vital_jax.errors import VitalError
 
@@ -32,16 +34,60 @@ class ConfigError(VitalError, ValueError):
     """A config file or override that cannot be used (names the key and the source)."""
 
 
+# --------------------------------------------------------------------------- field types
+# YAML gives Python values; these are strict where YAML's own typing is enough (an int is not a
+# bool, a name is not a number) and lax where YAML 1.1 is quirky ("1e-6" is a string to it).
+
+
+def _number(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise ValueError(f"expected a number, got {v!r}")
+    return v
+
+
+Int = StrictInt
+Bool = StrictBool
+Str = StrictStr
+Float = Annotated[float, BeforeValidator(_number)]
+
+
+class _KeyedError(ConfigError):
+    """A section-level check's failure that belongs to one of its keys (named in the message)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key, self.message = key, message
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, values are checked when read, instances are
+    frozen. A section given partially is merged over the field's default (so ``sft.optim``
+    keeps SFT's learning rate and warm-up when only its schedule is set)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_over_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        out = dict(data)
+        for name, field in cls.model_fields.items():
+            default = field.default
+            if isinstance(default, Section) and isinstance(out.get(name), Mapping):
+                out[name] = {**default.model_dump(), **out[name]}
+        return out
+
+
 # --------------------------------------------------------------------------- sections
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class MeshConfig:
+class MeshConfig(Section):
     """Device mesh ``(data, fsdp, tensor)``; ``-1`` on one axis = all remaining devices."""
 
-    data: int = -1
-    fsdp: int = 1
-    tensor: int = 1
+    data: Int = -1
+    fsdp: Int = 1
+    tensor: Int = 1
 
     def resolve(self, num_devices: int) -> tuple[int, int, int]:
         shape = [self.data, self.fsdp, self.tensor]
@@ -58,23 +104,28 @@ class MeshConfig:
         return tuple(shape)
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ModelSection:
+class ModelSection(Section):
     """Which model: a preset (``tiny``/``3b``/``7b``) or ``init_from`` an HF directory / vital_jax
     model checkpoint (its config wins). Runtime options are the model's RuntimeOptions."""
 
-    preset: str = "tiny"
-    init_from: str | None = None
-    tokenizer: str | None = None         # directory with tokenizer.json (None: the run builds one)
-    param_dtype: str = "float32"
-    compute_dtype: str = "float32"
-    scan_layers: bool = True
-    remat: str = "none"
-    attention: str = "xla"
-    freeze_vision: bool = False
-    vision_frame_block: int = 0          # banded full-attention blocks: patches of the largest frame (0: dense)
-    logits_chunk: int = 128              # lm-head chunk (positions) of the training log-probs; 0 = one chunk
-    seed: int = 0                        # init seed for a fresh model
+    preset: Str = "tiny"
+    init_from: Str | None = None
+    tokenizer: Str | None = None
+    """Directory with tokenizer.json (None: the run builds one)."""
+    param_dtype: Str = "float32"
+    compute_dtype: Str = "float32"
+    scan_layers: Bool = True
+    remat: Str = "none"
+    """Activation checkpointing of each decoder layer: ``none``, ``full`` or ``dots``."""
+    attention: Str = "xla"
+    """Attention implementation by registry name (``vital_jax.models.qwen2_5_vl.modeling.ATTENTION``)."""
+    freeze_vision: Bool = False
+    vision_frame_block: Int = 0
+    """Banded full-attention blocks of the tower: patches of the largest frame (0: dense)."""
+    logits_chunk: Int = 128
+    """LM-head chunk (positions) of the training log-probs; 0 = one chunk."""
+    seed: Int = 0
+    """Init seed for a fresh model."""
 
     def runtime_options(self):
         """The model's :class:`RuntimeOptions` of these fields (which checks them)."""
@@ -82,38 +133,36 @@ class ModelSection:
 
         return RuntimeOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(RuntimeOptions)})
 
-    def __post_init__(self):
-        # the runtime choices are checked when the config is read (from_dict prefixes "model."),
-        # by the model's own rules, not when the model is first built or traced
+    @model_validator(mode="after")
+    def _runtime_checked(self):
+        # the runtime choices are checked when the config is read, by the model's own rules, not
+        # when the model is first built or traced
         from vital_jax.models.qwen2_5_vl.config import ConfigError as ModelConfigError
 
         try:
             self.runtime_options()
         except ModelConfigError as e:
-            raise ConfigError(str(e).removeprefix("runtime.")) from None
+            key, _, message = str(e).removeprefix("runtime.").partition(": ")
+            raise _KeyedError(key, message) from None
+        return self
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class OptimConfig:
-    """AdamW with warm-up and a decay schedule (``cosine``/``linear``/``constant``)."""
+class OptimConfig(Section):
+    """AdamW with warm-up and a decay schedule."""
 
-    learning_rate: float = 1e-5
-    schedule: str = "cosine"
-    warmup_steps: int = 0
-    final_lr_fraction: float = 0.0
-    weight_decay: float = 0.01
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
-    grad_clip: float = 1.0               # global-norm clip; 0 = off
-
-    def __post_init__(self):
-        if self.schedule not in ("constant", "cosine", "linear"):
-            raise ConfigError(f"schedule: {self.schedule!r} is not one of 'constant', 'cosine', 'linear'")
+    learning_rate: Float = 1e-5
+    schedule: Literal["constant", "cosine", "linear"] = "cosine"
+    warmup_steps: Int = 0
+    final_lr_fraction: Float = 0.0
+    weight_decay: Float = 0.01
+    b1: Float = 0.9
+    b2: Float = 0.999
+    eps: Float = 1e-8
+    grad_clip: Float = 1.0
+    """Global-norm clip; 0 = off."""
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class VisionInputConfig:
+class VisionInputConfig(Section):
     """Frame sampling of question videos and tool clips (``vital_jax.video`` keyword names).
 
     ``timestamps`` draws each clip frame's time on its pixels; ``text_timestamps`` writes each
@@ -124,143 +173,173 @@ class VisionInputConfig:
     write them next to the exported model (:func:`vision_settings` reads them back).
     """
 
-    max_frames: int = 16
-    min_pixels: int = 56 * 56
-    max_pixels: int = 56 * 56
-    clip_max_frames: int = 8
-    clip_max_pixels: int = 56 * 56
-    timestamps: bool = False
-    text_timestamps: bool = False
-    prompt: str = "vital"
+    max_frames: Int = 16
+    min_pixels: Int = 56 * 56
+    max_pixels: Int = 56 * 56
+    clip_max_frames: Int = 8
+    clip_max_pixels: Int = 56 * 56
+    timestamps: Bool = False
+    text_timestamps: Bool = False
+    prompt: Str = "vital"
 
-    def __post_init__(self):
+    @field_validator("prompt")
+    @classmethod
+    def _known_prompt_set(cls, v: str) -> str:
         from vital_jax.prompt.templates import PROMPTS
 
-        if self.prompt not in PROMPTS:
-            raise ConfigError(f"prompt: {self.prompt!r} is not one of {sorted(PROMPTS)}")   # from_dict prefixes the path
+        if v not in PROMPTS:
+            raise ValueError(f"{v!r} is not one of {sorted(PROMPTS)}")
+        return v
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class DataConfig:
+class DataConfig(Section):
     """Annotation files (relative to ``root``) and how to read them."""
 
-    root: str = "runs/synthetic"
-    sft_files: tuple[str, ...] = ("sft_tool.jsonl",)
-    rl_files: tuple[str, ...] = ("rl.jsonl",)
-    eval_file: str = "eval.jsonl"
-    image_files: tuple[str, ...] = ()     # RL: image prompts interleaved 1:1 with video prompts
-    token_buckets: tuple[int, ...] = (256, 512, 1024)
-    vision_buckets: tuple[int, ...] = (256, 512, 1024)  # patches per row (multiples of 4)
-    shuffle: bool = True
-    seed: int = 0
+    root: Str = "runs/synthetic"
+    sft_files: tuple[Str, ...] = ("sft_tool.jsonl",)
+    rl_files: tuple[Str, ...] = ("rl.jsonl",)
+    eval_file: Str = "eval.jsonl"
+    image_files: tuple[Str, ...] = ()
+    """RL: image prompts interleaved 1:1 with video prompts."""
+    token_buckets: tuple[Int, ...] = (256, 512, 1024)
+    vision_buckets: tuple[Int, ...] = (256, 512, 1024)
+    """Patches per row (multiples of 4)."""
+    shuffle: Bool = True
+    seed: Int = 0
     vision: VisionInputConfig = VisionInputConfig()
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class CheckpointConfig:
-    every: int = 50                       # steps between saves (0: only at the end / on signal)
-    keep: int = 3
-    async_save: bool = True
+class CheckpointConfig(Section):
+    every: Int = 50
+    """Steps between saves (0: only at the end / on signal)."""
+    keep: Int = 3
+    async_save: Bool = True
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class SFTConfig:
-    steps: int = 100
-    batch_size: int = 8                   # global, per optimizer step
-    micro_batches: int = 1                # gradient accumulation
-    max_bad_steps: int = 5                # NaN/inf updates skipped before the run stops
+class SFTConfig(Section):
+    steps: Int = 100
+    batch_size: Int = 8
+    """Global, per optimizer step."""
+    micro_batches: Int = 1
+    """Gradient accumulation."""
+    max_bad_steps: Int = 5
+    """NaN/inf updates skipped before the run stops."""
     optim: OptimConfig = OptimConfig(learning_rate=1e-3, warmup_steps=10)
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class DifficultyConfig:
+class DifficultyConfig(Section):
     """DeepVideo-R1 difficulty-aware augmentation (``vital_jax.rl.difficulty``)."""
 
-    enabled: bool = False
-    window: int = 256
-    hint_scale: float = 1.0
-    hint_max: float = 1.0
-    perturb_scale: float = 0.5
-    perturb_max: float = 0.5
-    noise_sigma: float = 0.3
+    enabled: Bool = False
+    window: Int = 256
+    hint_scale: Float = 1.0
+    hint_max: Float = 1.0
+    perturb_scale: Float = 0.5
+    perturb_max: Float = 0.5
+    noise_sigma: Float = 0.3
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class RLConfig:
-    steps: int = 50
-    prompts_per_step: int = 4             # P (global)
-    group_size: int = 4                   # G
-    rollout_batch: int = 16               # rows the sampler decodes together
-    micro_batches: int = 1                # update accumulation (each micro-batch holds whole groups)
-    updates_per_rollout: int = 1
-    loss: str = "dgrpo"
-    advantage: str = "dgrpo"
-    aggregation: str | None = None        # None: the loss's default
-    epsilon: float = 0.2
-    epsilon_high: float | None = None
-    beta: float = 0.0                     # KL coefficient (0: no reference model kept)
-    kl_estimator: str = "k3"
-    temperature: float = 1.0
-    top_p: float = 1.0
-    repetition_penalty: float = 1.05
-    max_turns: int = 2
-    max_new_tokens: int = 96              # per assistant turn
-    cache_length: int = 1024              # context limit of one episode
-    use_tools: bool = True
-    tool_bonus: float = 0.0
-    mask_truncated: bool = True           # over-long / cut-off episodes get no gradient (DAPO, VITAL)
-    # truncated importance sampling: each policy token's loss weighted by
-    # min(exp(log p_trainer - log p_sampler), tis_cap) (None: off; not for reg_grpo)
-    tis_cap: float | None = None
-    dynamic_sampling: bool = False        # DAPO: drop all-equal groups, refill
-    max_refills: int = 2
-    max_bad_steps: int = 5                # NaN/inf updates skipped before the run stops
-    # held-out curve: greedy episodes on data.eval_file at step 0, every eval_every steps and at the
-    # end (0 = off); eval_limit = its first N records (None = all)
-    eval_every: int = 0
-    eval_limit: int | None = 64
-    # the first N episodes of every step (texts, reward parts, advantage) appended to
-    # <out_dir>/rollouts.jsonl by process 0, to read what the policy does (0 = off)
-    log_rollouts: int = 0
+def _registered(registry_name: str):
+    """A field validator: the value must name an entry of ``vital_jax.rl.<registry_name>`` (any
+    case; custom registrations made before the config is read count)."""
+    def check(cls, v):
+        import vital_jax.rl as rl
+
+        if v is None:
+            return v
+        try:
+            getattr(rl, registry_name).canonical(v)
+        except (KeyError, TypeError) as e:
+            raise ValueError(e.args[0]) from None
+        return v
+    return check
+
+
+class RLConfig(Section):
+    steps: Int = 50
+    prompts_per_step: Int = 4
+    """P (global)."""
+    group_size: Int = 4
+    """G."""
+    rollout_batch: Int = 16
+    """Rows the sampler decodes together."""
+    micro_batches: Int = 1
+    """Update accumulation (each micro-batch holds whole groups)."""
+    updates_per_rollout: Int = 1
+    loss: Str = "dgrpo"
+    advantage: Str = "dgrpo"
+    aggregation: Str | None = None
+    """None: the loss's default."""
+    epsilon: Float = 0.2
+    epsilon_high: Float | None = None
+    beta: Float = 0.0
+    """KL coefficient (0: no reference model kept)."""
+    kl_estimator: Str = "k3"
+    temperature: Float = 1.0
+    top_p: Float = 1.0
+    repetition_penalty: Float = 1.05
+    max_turns: Int = 2
+    max_new_tokens: Int = 96
+    """Per assistant turn."""
+    cache_length: Int = 1024
+    """Context limit of one episode."""
+    use_tools: Bool = True
+    tool_bonus: Float = 0.0
+    mask_truncated: Bool = True
+    """Over-long / cut-off episodes get no gradient (DAPO, VITAL)."""
+    tis_cap: Float | None = None
+    """Truncated importance sampling: each policy token's loss weighted by
+    min(exp(log p_trainer - log p_sampler), tis_cap) (None: off; not for reg_grpo)."""
+    dynamic_sampling: Bool = False
+    """DAPO: drop all-equal groups, refill."""
+    max_refills: Int = 2
+    max_bad_steps: Int = 5
+    """NaN/inf updates skipped before the run stops."""
+    eval_every: Int = 0
+    """Held-out curve: greedy episodes on data.eval_file at step 0, every eval_every steps and at
+    the end (0 = off)."""
+    eval_limit: Int | None = 64
+    """The held-out curve's first N records (None = all)."""
+    log_rollouts: Int = 0
+    """The first N episodes of every step (texts, reward parts, advantage) appended to
+    <out_dir>/rollouts.jsonl by process 0, to read what the policy does (0 = off)."""
     difficulty: DifficultyConfig = DifficultyConfig()
     optim: OptimConfig = OptimConfig(learning_rate=1e-4, warmup_steps=0, schedule="constant")
 
-    def __post_init__(self):
-        # names that pick a registered function are checked when the config is read (a typo is
-        # an error naming the key, not a KeyError at the first update); custom registrations made
-        # before the config is read count
-        from vital_jax.rl import ADVANTAGES, AGGREGATIONS, KL_ESTIMATORS, POLICY_LOSSES
+    _loss_known = field_validator("loss")(classmethod(_registered("POLICY_LOSSES")))
+    _advantage_known = field_validator("advantage")(classmethod(_registered("ADVANTAGES")))
+    _kl_known = field_validator("kl_estimator")(classmethod(_registered("KL_ESTIMATORS")))
+    _aggregation_known = field_validator("aggregation")(classmethod(_registered("AGGREGATIONS")))
 
-        for key, reg, value in (("loss", POLICY_LOSSES, self.loss), ("advantage", ADVANTAGES, self.advantage),
-                                ("kl_estimator", KL_ESTIMATORS, self.kl_estimator),
-                                ("aggregation", AGGREGATIONS, self.aggregation)):
-            if value is None:
-                continue
-            try:
-                reg.canonical(value)
-            except (KeyError, TypeError) as e:
-                raise ConfigError(f"{key}: {e.args[0]}") from None
+    @field_validator("eval_every", "log_rollouts")
+    @classmethod
+    def _off_or_positive(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError(f"must be >= 0 (0 = off), got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _loss_fits(self):
+        from vital_jax.rl import POLICY_LOSSES
+
         if self.aggregation is not None and POLICY_LOSSES.info(self.loss)["aggregation"] is None:
-            raise ConfigError(f"aggregation: the {self.loss} loss fixes its own reduction; leave aggregation null")
-        for key in ("eval_every", "log_rollouts"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"{key}: must be >= 0 (0 = off), got {getattr(self, key)}")
+            raise _KeyedError("aggregation", f"the {self.loss} loss fixes its own reduction; leave aggregation null")
         if self.tis_cap is not None:
             if not self.tis_cap > 0:
-                raise ConfigError(f"tis_cap: must be > 0 (or null for off), got {self.tis_cap}")
+                raise _KeyedError("tis_cap", f"must be > 0 (or null for off), got {self.tis_cap}")
             if not POLICY_LOSSES.info(self.loss).get("tis", True):
-                raise ConfigError(f"tis_cap: truncated importance sampling does not apply to {self.loss}")
+                raise _KeyedError("tis_cap", f"truncated importance sampling does not apply to {self.loss}")
+        return self
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class RunConfig:
+class RunConfig(Section):
     """One training run. ``stage`` picks the trainer (``sft`` or ``rl``)."""
 
-    name: str = "run"
-    stage: str = "sft"
-    out_dir: str = "runs/run"
-    seed: int = 0
-    log_every: int = 1
+    name: Str = "run"
+    stage: Literal["sft", "rl"] = "sft"
+    out_dir: Str = "runs/run"
+    seed: Int = 0
+    log_every: Int = 1
     mesh: MeshConfig = MeshConfig()
     model: ModelSection = ModelSection()
     data: DataConfig = DataConfig()
@@ -268,109 +347,61 @@ class RunConfig:
     sft: SFTConfig = SFTConfig()
     rl: RLConfig = RLConfig()
 
-    def __post_init__(self):
-        if self.stage not in ("sft", "rl"):
-            raise ConfigError(f"stage: must be 'sft' or 'rl', got {self.stage!r}")
+
+# --------------------------------------------------------------------------- dict <-> config
 
 
-# --------------------------------------------------------------------------- dict <-> dataclass
+def _where(loc: Sequence) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
 
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """``value`` as type ``tp`` (ints accepted for floats, lists for tuples), else ConfigError."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}")
-        return from_dict(tp, value, prefix=key + ".")
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-        if len(args) != len(value):
-            raise ConfigError(f"{key}: expected {len(args)} items, got {value!r}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-6" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    if tp is Any:
-        return value
-    raise ConfigError(f"{key}: unsupported config type {_type_name(tp)}")
+def _message(err: Mapping[str, Any], prefix: str, cls) -> str:
+    """One pydantic error as ``dotted.key: what is wrong`` (the form every config error takes)."""
+    loc = list(err["loc"])
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, _KeyedError):
+        loc.append(cause.key)
+        what = cause.message
+    elif err["type"] == "extra_forbidden":
+        section = cls
+        for part in loc[:-1]:
+            section = section.model_fields[part].annotation
+        names = ", ".join(sorted(section.model_fields))
+        where = prefix + _where(loc)
+        return f"unknown key {where}; {(prefix + _where(loc[:-1])) or 'top level'} has: {names}"
+    elif err["type"] == "literal_error":
+        what = f"{err['input']!r} is not one of {err['ctx']['expected']}"
+    elif err["type"] == "value_error":
+        what = str(cause) if cause is not None else err["msg"]
+    else:
+        what = f"{err['msg'][0].lower()}{err['msg'][1:]}, got {err['input']!r}"
+    return f"{prefix}{_where(loc)}: {what}"
 
 
 def from_dict(cls, d: Mapping[str, Any], *, prefix: str = ""):
-    """Build dataclass ``cls`` from a mapping; unknown keys are an error naming them."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(prefix + k for k in unknown)}; "
-                          f"{prefix.rstrip('.') or 'top level'} has: {', '.join(sorted(names))}")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in d:
-            continue
-        value = d[f.name]
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
-            # merge over the field's default, so a partial section keeps the other defaults
-            default = f.default if f.default is not dataclasses.MISSING else tp()
-            value = {**to_dict(default), **value}
-        kwargs[f.name] = _coerce(value, tp, prefix + f.name)
+    """Build config class ``cls`` from a mapping (partial sections keep their defaults); any
+    unknown key, wrong type or bad value is a ConfigError naming the dotted key."""
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {d!r}")
     try:
-        return cls(**kwargs)
-    except ConfigError as e:
-        raise ConfigError(f"{prefix}{e}") from None
+        return cls.model_validate(d)
+    except ValidationError as e:
+        errs = e.errors()
+        more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""
+        raise ConfigError(_message(errs[0], prefix, cls) + more) from None
 
 
 def to_dict(obj) -> dict[str, Any]:
-    """Plain nested dict (tuples as lists) of a config dataclass."""
-    def conv(v):
-        if dataclasses.is_dataclass(v):
-            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
-        if isinstance(v, tuple):
-            return [conv(x) for x in v]
-        return v
-    return conv(obj)
+    """Plain nested dict (tuples as lists) of a config."""
+    return obj.model_dump(mode="json")
+
+
+def replace(obj, **changes):
+    """``obj`` with ``changes``, checked like a config that was read (a frozen section's copy)."""
+    return from_dict(type(obj), {**to_dict(obj), **changes})
 
 
 # --------------------------------------------------------------------------- files + overrides

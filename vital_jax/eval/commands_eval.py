@@ -74,9 +74,8 @@ def checkpoint_vision(ckpt: str, *, max_frames=None, max_pixels=None, clip_max_f
     """The checkpoint's :class:`~vital_jax.config.run_config.VisionInputConfig` with the flags that
     were given (not None) put over it, or None when the checkpoint has no settings file (the
     caller keeps its own defaults). Shared by ``vital eval`` and ``vital infer``."""
-    import dataclasses
 
-    from vital_jax.config.run_config import ConfigError, vision_settings
+    from vital_jax.config.run_config import ConfigError, replace, vision_settings
 
     try:
         saved = vision_settings(ckpt, default=None)
@@ -87,9 +86,9 @@ def checkpoint_vision(ckpt: str, *, max_frames=None, max_pixels=None, clip_max_f
     over = {k: v for k, v in dict(max_frames=max_frames, max_pixels=max_pixels, clip_max_frames=clip_max_frames,
                                   clip_max_pixels=clip_max_pixels, timestamps=timestamps,
                                   text_timestamps=text_timestamps).items() if v is not None}
-    v = dataclasses.replace(saved, **over)
+    v = replace(saved, **over)
     # a smaller pixel cap than the trained floor: the floor follows (else no frame size fits)
-    return dataclasses.replace(v, min_pixels=min(v.min_pixels, v.max_pixels))
+    return replace(v, min_pixels=min(v.min_pixels, v.max_pixels))
 
 
 def _check(args) -> None:
@@ -127,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from vital_jax.rollout.tool_loop import AgentConfig
-    from vital_jax.eval.runner import EVAL_AGENT_CONFIG, EvalResourceError, EvalSettingsError, evaluate
+    from vital_jax.eval.runner import EVAL_AGENT_CONFIG, EvalSettingsError, evaluate
+    from vital_jax.rollout.contract import RolloutResourceError
     from vital_jax.eval.scoring import summary_table
     from vital_jax.video import sampling as vs
 
@@ -159,8 +159,11 @@ def run(args: argparse.Namespace) -> int:
                           clip_kwargs=vision["clip_kwargs"],
                           seed=args.seed, limit=args.limit,
                           run_info={"ckpt": os.path.abspath(args.ckpt), "data": os.path.abspath(args.data)})
-    except (EvalSettingsError, EvalResourceError) as e:
+    except EvalSettingsError as e:
         raise CommandError(str(e)) from None
+    except RolloutResourceError as e:
+        raise CommandError(f"{e.what}: lower --batch-size, or --frames / --max-pixels / --clip-max-pixels "
+                           "(video tokens), or --max-new-tokens") from None
     print(summary_table(result))
     return 0
 

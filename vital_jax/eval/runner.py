@@ -18,8 +18,8 @@ and the trainer's demo call. It writes into ``out_dir``:
   numbers ``vital score`` prints for that predictions file.
 
 Resumable: a sample whose id already has a line is skipped, so after a crash the rerun picks up
-where it stopped (a half-written last line is cut off first). One :class:`Sampler` is built per
-call and reused for every batch; a short last batch leaves rows empty instead of building a
+where it stopped (a half-written last line is cut off first). One :class:`~vital_jax.rollout.contract.Rollout` is
+built per call (shapes sized from the samples' video headers) and reused for every batch; a short last batch leaves rows empty instead of building a
 smaller sampler, so nothing recompiles between batches. Decoding is greedy (temperature 0) as
 VITAL evaluated, unless ``agent_config`` says otherwise.
 """
@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import re
 import time
@@ -37,21 +36,19 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
-from vital_jax.rollout.tool_loop import AgentConfig, Episode, EpisodeRequest, run_episodes
+from vital_jax.rollout.contract import Rollout, request_budget
+from vital_jax.rollout.tool_loop import AgentConfig, Episode, EpisodeRequest
 from vital_jax.jsonl import cut_partial_line
 from vital_jax.rollout.tools import TOOLS, ToolContext, ToolResult
 from vital_jax.eval.benchmarks import BENCHMARKS, Benchmark, Sample
 from vital_jax.eval.predictions import answer_text, append_prediction, read_predictions
 from vital_jax.eval.scoring import score
-from vital_jax.prompt import ChatRenderer, Vision, group_times
+from vital_jax.prompt import ChatRenderer
 from vital_jax.prompt.tokens import IMAGE_PAD, VIDEO_PAD
-from vital_jax.rollout import Sampler, SamplerConfig, SamplerError, SamplingOptions
+from vital_jax.rollout import SamplerConfig, SamplerError, SamplingOptions
 from vital_jax.video import sampling as vs
-from vital_jax.video import video_info
-from vital_jax.video.errors import VideoError
 from vital_jax.video.overlay import overlay_timestamps
 from vital_jax.video.patchify import normalize, patchify
 from vital_jax.errors import VitalError
@@ -70,22 +67,12 @@ EVAL_AGENT_CONFIG = AgentConfig(
 # Files whose name lacks an extension (Video-MME's videoID, Charades ids) are looked up with these.
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 
-_PLAN_KEYS = ("start", "end", "fps", "nframes", "min_frames", "max_frames", "min_pixels", "max_pixels", "total_pixels")
-# A long tool error as the model sees it: sizes the room an error observation takes in the cache.
-_LONG_TOOL_ERROR = ("Error: clip [12345.67, 12345.67] s is not inside [0, 12345.67] s with start < end; "
-                    "get_video_clip_frame takes exactly start_time and end_time")
-
-
 # The blind control's frames: every pixel mid-grey (a constant image, no content, no edges).
 BLANK_LEVEL = 128
 
 
 class EvalSettingsError(VitalError, ValueError):
     """``out_dir`` holds predictions made with other settings (names the file and the keys)."""
-
-
-class EvalResourceError(VitalError, RuntimeError):
-    """The device ran out of memory; the message names the settings that size the run."""
 
 
 # --------------------------------------------------------------------------- inputs
@@ -115,91 +102,6 @@ def resolve_video(video: str | None, root: str | os.PathLike | None) -> str | No
         if os.path.exists(path + ext):
             return path + ext
     return path
-
-
-@dataclasses.dataclass(frozen=True)
-class _Budget:
-    """Token counts of one sample, known before any frame is decoded."""
-
-    prompt: int          # prompt ids, visual placeholders included
-    visual: int          # merged visual tokens of the question video
-    clip: int            # visual tokens of the largest clip the tool could return
-    observation: int     # ids of the largest tool turn (clip or error)
-    frame_patches: int = 0   # patches of the largest frame (one temporal slice) it can show
-
-
-def _round_up(n: int, m: int) -> int:
-    return -(-int(n) // m) * m
-
-
-def _budget(renderer: ChatRenderer, question: str, video: str | None, *, use_tool: bool,
-            video_kwargs: Mapping, clip_kwargs: Mapping, text_timestamps: bool = False) -> _Budget:
-    """Exact prompt length and visual counts from the video's header (no decoding): the frame
-    plan of ``load_video`` and the largest clip ``load_clip`` can return for this video. With
-    ``text_timestamps`` the clip's group times are taken as the video's duration (the longest
-    numbers it can show), so its observation length is an upper bound."""
-    error_obs = len(renderer.tool_text_ids(_LONG_TOOL_ERROR))
-    vid = clip = frame = 0
-    duration = None
-    vid_times = clip_groups = None
-    if video is not None:
-        try:
-            info = video_info(video)
-            kw = {k: video_kwargs[k] for k in _PLAN_KEYS if k in video_kwargs}
-            if kw.get("nframes") is not None:
-                kw["fps"] = None  # as load_video: a frame count replaces the rate
-            plan = vs.plan_video(info.num_frames, info.fps, info.height, info.width, path=video, **kw)
-            f = vs.IMAGE_FACTOR
-            vid = -(-len(plan.indices) // 2) * (plan.height // f) * (plan.width // f)
-            vid_times = group_times(plan.times, -(-len(plan.indices) // 2))
-            duration = info.num_frames / info.fps
-            h, w = vs.smart_resize(info.height, info.width,
-                                   min_pixels=clip_kwargs.get("min_pixels", vs.CLIP_MIN_PIXELS),
-                                   max_pixels=clip_kwargs.get("max_pixels", vs.CLIP_MAX_PIXELS), path=video)
-            ticks = math.floor(clip_kwargs.get("fps", vs.CLIP_FPS) * duration) + 1
-            frames = min(ticks, clip_kwargs.get("max_frames", vs.CLIP_MAX_FRAMES))
-            clip = -(-frames // 2) * (h // f) * (w // f)
-            clip_groups = -(-frames // 2)
-            p = vs.PATCH_SIZE
-            frame = max((plan.height // p) * (plan.width // p), (h // p) * (w // p) if use_tool else 0)
-        except VideoError:
-            vid = clip = 0  # the episode will end video_error; it needs no room
-            duration = None
-    vision = Vision("video", vid, vid_times if text_timestamps else None) if vid else None
-    prompt = len(renderer.prompt(question, vision, duration=duration, use_tool=use_tool).ids)
-    obs = error_obs
-    if use_tool and clip:
-        stamps = (duration or 0.0,) * clip_groups if text_timestamps else None
-        obs = max(obs, len(renderer.tool_result_ids(0.0, duration or 0.0, Vision("video", clip, stamps))))
-    return _Budget(prompt, vid, clip if use_tool else 0, obs, frame)
-
-
-def default_sampler_config(budgets: Sequence[_Budget], *, batch_size: int, max_turns: int,
-                           max_new_tokens: int) -> SamplerConfig:
-    """Static shapes that fit every sample of the set (so no batch fails for lack of room):
-
-    - ``cache_length``: the longest prompt + ``max_turns`` generations + a tool turn between
-      each (the largest clip, or an error text), rounded up to 64;
-    - ``chunk_buckets``: 32, 128, 512, 2048 up to the next power of two above the longest
-      prompt or tool turn (longer segments run as several chunks);
-    - ``max_visual_tokens``: every row's largest visual input in one call (prefill encodes all
-      rows' videos together, and tool clips of several rows can land in one append);
-    - ``vision_buckets``: that many patches and three smaller ones, a factor 4 apart, so a
-      single clip is not padded to a whole batch's worth;
-    - ``decode_steps``: 32 (one host round trip per 32 tokens), at most ``max_new_tokens``.
-    """
-    if not budgets:
-        raise ValueError("no samples to size the sampler for")
-    need = max(b.prompt + max_turns * max_new_tokens + (max_turns - 1) * (b.observation + 1) for b in budgets)
-    longest = max(max(b.prompt, b.observation) for b in budgets)
-    top = min(2048, max(32, 1 << (longest - 1).bit_length()))
-    chunks = tuple(sorted({c for c in (32, 128, 512, 2048) if c < top} | {top}))
-    per_row = max(16, max(max(b.visual, b.clip) for b in budgets))
-    patches = _round_up(4 * per_row * batch_size, 64)
-    vision = tuple(sorted({_round_up(patches // 4 ** k, 16) for k in range(4) if patches // 4 ** k >= 64} | {patches}))
-    return SamplerConfig(batch_size=batch_size, cache_length=max(64, _round_up(need, 64)), chunk_buckets=chunks,
-                         vision_buckets=vision, max_visual_tokens=patches // 4,
-                         decode_steps=max(1, min(32, max_new_tokens)))
 
 
 # --------------------------------------------------------------------------- blind control
@@ -405,59 +307,27 @@ def _run(cfg, params, tokenizer, todo: Sequence[Sample], pred_path: Path, *, use
          video_root, sampler_config: SamplerConfig | Mapping[str, Any] | None, agent: AgentConfig, seed: int, mesh) -> None:
     renderer = ChatRenderer(tokenizer, prompts=agent.prompts)
     requests = [EpisodeRequest(question_text(x), resolve_video(x.video, video_root), use_tool=use_tools) for x in todo]
-    if not isinstance(sampler_config, SamplerConfig):
-        t0 = time.perf_counter()
-        budgets = [_budget(renderer, r.question, r.video, use_tool=use_tools, video_kwargs=agent.video_kwargs,
-                           clip_kwargs=agent.clip_kwargs, text_timestamps=agent.text_timestamps) for r in requests]
-        default = default_sampler_config(budgets, batch_size=min(batch_size, len(todo)),
-                                         max_turns=agent.max_turns, max_new_tokens=agent.sampling.max_new_tokens)
-        sampler_config = dataclasses.replace(default, **dict(sampler_config or {}))
-        # the tower's full-attention blocks attend within a frame: band them by the largest frame
-        # any input can show, not [N, N] over every patch of the batch (198k patches of upscaled
-        # 64x64 frames asked for ~1 TB)
-        largest = max(b.frame_patches for b in budgets)
-        if largest and not cfg.runtime.vision_frame_block and cfg.runtime.attention != "blockwise":
-            cfg = cfg.with_runtime(vision_frame_block=_round_up(largest, 16))
-        log.info(f"sampler: batch {sampler_config.batch_size}, cache {sampler_config.cache_length}, chunks "
-            f"{sampler_config.chunk_buckets}, vision {sampler_config.vision_buckets} "
-            f"(sized from {len(budgets)} prompts in {time.perf_counter() - t0:.1f} s)")
     # built once: its compiled programs serve every batch (a short last batch runs with empty rows)
-    sampler = Sampler(cfg, params, sampler_config, mesh=mesh)
-    try:
-        _run_batches(sampler, renderer, todo, requests, pred_path, agent, tokenizer, seed)
-    except jax.errors.JaxRuntimeError as e:
-        if "RESOURCE_EXHAUSTED" not in str(e) and "Out of memory" not in str(e):
-            raise
-        c = sampler_config
-        raise EvalResourceError(
-            f"out of device memory ({str(e).splitlines()[0][:160]}) with batch {c.batch_size}, cache "
-            f"{c.cache_length} tokens, vision buckets up to {max(c.vision_buckets)} patches: lower --batch-size, "
-            "or --frames / --max-pixels / --clip-max-pixels (video tokens), or --max-new-tokens") from None
-
-
-def _run_batches(sampler, renderer, todo, requests, pred_path, agent, tokenizer, seed) -> None:
-    B = sampler.config.batch_size
+    if isinstance(sampler_config, SamplerConfig):
+        rollout = Rollout(cfg, params, renderer, sampler_config, mesh=mesh)
+    else:
+        t0 = time.perf_counter()
+        budgets = [request_budget(renderer, r, agent) for r in requests]
+        log.info(f"{len(budgets)} prompts budgeted in {time.perf_counter() - t0:.1f} s")
+        rollout = Rollout.sized(cfg, params, renderer, budgets, batch_size=min(batch_size, len(todo)),
+                                max_turns=agent.max_turns, max_new_tokens=agent.sampling.max_new_tokens,
+                                overrides=sampler_config, mesh=mesh)
+    B = rollout.config.batch_size
     n_batches = -(-len(todo) // B)
     with pred_path.open("a", encoding="utf-8") as f:
-        for k in range(n_batches):
+        def write(k: int, episodes, dt: float) -> None:
             batch, reqs = todo[k * B:(k + 1) * B], requests[k * B:(k + 1) * B]
-            t0 = time.perf_counter()
-            try:
-                episodes: list[Episode | tuple[str, str]] = list(run_episodes(sampler, renderer, reqs, agent, seed=seed))
-            except SamplerError as e:
-                # one oversized sample must not sink the batch: rerun its rows one at a time
-                log.warning(f"batch {k + 1}: {e}; running its samples one by one")
-                episodes = []
-                for r in reqs:
-                    try:
-                        episodes.append(run_episodes(sampler, renderer, [r], agent, seed=seed)[0])
-                    except SamplerError as e1:
-                        episodes.append(("sampler_error", str(e1)))
-            dt = time.perf_counter() - t0
             timing = {"total_s": round(dt / len(batch), 4), "batch_s": round(dt, 4), "batch_rows": len(batch)}
             for sample, req, ep in zip(batch, reqs, episodes):
-                if isinstance(ep, tuple):
-                    append_prediction(f, _error_row(sample, req, ep[0], ep[1], timing))
+                if isinstance(ep, SamplerError):
+                    append_prediction(f, _error_row(sample, req, "sampler_error", str(ep), timing))
                 else:
                     append_prediction(f, prediction_row(sample, ep, tokenizer, timing))
             log.info(f"batch {k + 1}/{n_batches}: {len(batch)} samples in {dt:.1f} s")
+
+        rollout.run(requests, agent, seed=seed, isolate_errors=True, on_batch=write)

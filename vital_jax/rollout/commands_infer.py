@@ -25,7 +25,8 @@ def add_arguments(p) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--repetition-penalty", type=float, default=1.05)
-    p.add_argument("--cache-length", type=int, default=16384, help="context limit in tokens (default 16384)")
+    p.add_argument("--cache-length", type=int, default=16384, help="context limit in tokens, at most (default 16384; the cache is sized to what the "
+                   "video, the clips and --max-turns x --max-new-tokens can fill)")
     p.add_argument("--max-pixels", type=int, default=None, help="per-frame pixel cap of the question video "
                    "(default: the checkpoint's setting, else load_video's)")
     p.add_argument("--max-frames", type=int, default=None, help="frame cap of the question video "
@@ -53,11 +54,11 @@ def _check(args):
 
 def run(args) -> int:
     _check(args)
-    from vital_jax.rollout.tool_loop import AgentConfig, EpisodeRequest, run_episodes
+    from vital_jax.rollout import (AgentConfig, EpisodeRequest, Rollout, RolloutResourceError, SamplingOptions,
+                                   request_budget)
     from vital_jax.cli import CommandError
     from vital_jax.eval.commands_eval import checkpoint_vision, load_checkpoint
     from vital_jax.prompt import ChatRenderer
-    from vital_jax.rollout import Sampler, SamplerConfig, SamplingOptions
     from vital_jax.trainers.sft import agent_vision
     from vital_jax.video.errors import VideoError
 
@@ -70,22 +71,22 @@ def run(args) -> int:
         vision = dict(video_kwargs={k: x for k, x in (("max_pixels", args.max_pixels),
                                                       ("max_frames", args.max_frames)) if x},
                       clip_kwargs={"timestamps": bool(args.timestamps)}, text_timestamps=bool(args.text_timestamps))
-    # one row; buckets sized for a long video prompt and 64-frame clips (<= 2048 tokens each)
-    L = args.cache_length
-    buckets = tuple(sorted({b for b in (64, 256, 1024, 4096) if b < L} | {min(4096, L)}))
-    sampler = Sampler(cfg, params, SamplerConfig(
-        batch_size=1, cache_length=L, chunk_buckets=buckets, vision_buckets=(1024, 4096, 16384, 65536),
-        max_visual_tokens=min(L, 16384), decode_steps=32))
     config = AgentConfig(
         sampling=SamplingOptions(temperature=args.temperature, top_p=args.top_p,
                                  repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens),
         max_turns=args.max_turns, **vision)
+    renderer = ChatRenderer(tok, prompts=config.prompts)
+    request = EpisodeRequest(args.question, args.video, use_tool=not args.no_tools)
+    # one row, its shapes sized from this video's header; --cache-length is the ceiling
+    rollout = Rollout.sized(cfg, params, renderer, [request_budget(renderer, request, config)], batch_size=1,
+                            max_turns=config.max_turns, max_new_tokens=config.sampling.max_new_tokens,
+                            max_cache_length=args.cache_length)
     try:
-        ep, = run_episodes(sampler, ChatRenderer(tok, prompts=config.prompts), [EpisodeRequest(args.question, args.video,
-                                                                          use_tool=not args.no_tools)],
-                           config, seed=args.seed)
+        ep, = rollout.run([request], config, seed=args.seed)
     except (VideoError, ValueError) as e:
         raise CommandError(str(e)) from None
+    except RolloutResourceError as e:
+        raise CommandError(f"{e.what}: lower --max-pixels / --max-frames (video tokens) or --max-new-tokens") from None
     print(transcript(ep))
     if ep.end_reason == "video_error":
         raise CommandError(ep.error or "the video cannot be read")

@@ -196,7 +196,6 @@ class RLTrainer:
     def __init__(self, cfg: RunConfig):
         from vital_jax.prompt import ChatRenderer
         from vital_jax.rl.difficulty import DifficultyTracker, Schedule
-        from vital_jax.rollout import Sampler, SamplerConfig
         from vital_jax.runs.checkpoint import TrainCheckpoints
         from vital_jax.trainers.optim import make_optimizer
         from vital_jax.trainers.step import TrainSteps, init_state
@@ -217,15 +216,9 @@ class RLTrainer:
         # the reference policy: a frozen copy of the initial params, only when the KL term is on
         self.ref_params = (jax.tree.map(jnp.copy, self.state.params) if rl.beta > 0 else None)
         self.run.params = None
-        v = cfg.data.vision
-        # one sampler call encodes every row's question video (prefill) or every row's clip (append)
-        per_row_tokens = max(v.max_frames * v.max_pixels, v.clip_max_frames * v.clip_max_pixels) // (28 * 28) // 2 + 8
-        self.sampler = Sampler(self.mcfg, self.state.params, SamplerConfig(
-            batch_size=rl.rollout_batch, cache_length=rl.cache_length,
-            chunk_buckets=tuple(b for b in (32, 128, 512, 2048) if b < rl.cache_length) or (rl.cache_length,),
-            vision_buckets=(256, 1024, 4096, 16384), max_visual_tokens=max(256, rl.rollout_batch * per_row_tokens),
-            decode_steps=32), mesh=self.rollout_mesh())
-        self.sampler.params = self.policy_view(self.state.params)
+        self._heldout_set = None
+        self.rollouts = self.build_rollout()
+        self.rollouts.params = self.policy_view(self.state.params)
         d = rl.difficulty
         self.tracker = DifficultyTracker(d.window, hint=Schedule(scale=d.hint_scale, max_strength=d.hint_max),
                                          perturb=Schedule(scale=d.perturb_scale, max_strength=d.perturb_max))
@@ -235,12 +228,40 @@ class RLTrainer:
         self.curves: dict[str, list] = {"reward/train": [], "accuracy/train": [], "loss/rl": [], "iou/train": []}
         if rl.eval_every:
             self.curves.update({f"{k}/heldout": [] for k in HELDOUT_CURVES.values()})
-        self._heldout_set = None
         self._logp = jax.jit(functools.partial(_logp_all, self.mcfg))
         self._embed = jax.jit(functools.partial(_embed_all, self.mcfg))
         self.train = TrainSteps(functools.partial(rl_loss, self.mcfg, rl), self.optimizer, self.state_sh)
 
     # ---------------------------------------------------------------- rollout placement
+    def agent(self, *, greedy: bool = False):
+        """The tool loop's settings: training sampling, or greedy for the held-out episodes."""
+        from vital_jax.rollout import AgentConfig, SamplingOptions
+
+        rl = self.cfg.rl
+        sampling = (SamplingOptions(temperature=0.0, max_new_tokens=rl.max_new_tokens) if greedy else
+                    SamplingOptions(temperature=rl.temperature, top_p=rl.top_p,
+                                    repetition_penalty=rl.repetition_penalty, max_new_tokens=rl.max_new_tokens))
+        return AgentConfig(sampling=sampling, max_turns=rl.max_turns, **agent_vision(self.cfg.data.vision))
+
+    def build_rollout(self):
+        """The rollout contract sized from every training (and held-out) record's budget: its
+        prompt and what its video and the clip tool can show (headers only), with
+        ``rl.cache_length`` as the context limit. A hint makes a prompt longer than budgeted;
+        it then runs as one more prefill chunk, never a new shape."""
+        from vital_jax.data.sft import prompt_question
+        from vital_jax.rollout import EpisodeRequest, Rollout, request_budget
+
+        rl = self.cfg.rl
+        t0 = time.perf_counter()
+        recs = self.records() + (self.heldout_set()[0] if rl.eval_every else [])
+        agent = self.agent()
+        budgets = [request_budget(self.renderer, EpisodeRequest(prompt_question(r), str(r.media_path) if r.is_video
+                                                                else None, use_tool=rl.use_tools), agent) for r in recs]
+        log.info(f"rl: {len(budgets)} records budgeted in {time.perf_counter() - t0:.1f} s")
+        return Rollout.sized(self.mcfg, self.state.params, self.renderer, budgets, batch_size=rl.rollout_batch,
+                             max_turns=rl.max_turns, max_new_tokens=rl.max_new_tokens, cache_length=rl.cache_length,
+                             mesh=self.rollout_mesh())
+
     def rollout_mesh(self):
         """Each process rolls out its own prompts, so its sampler lives on a mesh of its *local*
         devices (the global mesh would make every decode a cross-host program)."""
@@ -256,7 +277,7 @@ class RLTrainer:
         across processes (fsdp x tensor within one host), which the check below enforces."""
         if jax.process_count() == 1:
             return params
-        local = self.sampler.mesh
+        local = self.rollouts.mesh
 
         def view(x):
             sh = jax.sharding.NamedSharding(local, x.sharding.spec)
@@ -325,22 +346,14 @@ class RLTrainer:
         scored as ``vital eval`` scores them (:func:`vital_jax.eval.scoring.score` on the same
         prediction rows) plus the mean training reward. Every process runs the whole (small) set:
         greedy decoding gives the same numbers on each, so no gathering is needed."""
-        from vital_jax.rollout.tool_loop import AgentConfig, run_episodes
         from vital_jax.eval.runner import prediction_row
         from vital_jax.eval.scoring import score
-        from vital_jax.rollout import SamplingOptions
 
-        rl = self.cfg.rl
         t0 = time.perf_counter()
         recs, samples = self.heldout_set()
         reqs = make_requests(self.cfg, [{"record": r} for r in recs], 0, {})   # no strengths: no augmentation
-        agent = AgentConfig(sampling=SamplingOptions(temperature=0.0, max_new_tokens=rl.max_new_tokens),
-                            max_turns=rl.max_turns, **agent_vision(self.cfg.data.vision))
-        self.sampler.params = self.policy_view(self.state.params)
-        eps = []
-        B = rl.rollout_batch
-        for c in range(0, len(reqs), B):
-            eps += run_episodes(self.sampler, self.renderer, reqs[c:c + B], agent, seed=self.cfg.seed + c)
+        self.rollouts.params = self.policy_view(self.state.params)
+        eps = self.rollouts.run(reqs, self.agent(greedy=True), seed=self.cfg.seed)
         rows = {s.id: prediction_row(s, ep, self.run.tok, {}) for s, ep in zip(samples, eps)}
         m = score("synthetic", samples, rows)["metrics"]
         reward = float(np.mean([score_episode(self.cfg, r, ep)["total"] for r, ep in zip(recs, eps)]))
@@ -360,23 +373,11 @@ class RLTrainer:
 
     # ---------------------------------------------------------------- rollout
     def rollout(self, prompts, step: int, attempt: int):
-        from vital_jax.rollout.tool_loop import AgentConfig, run_episodes
-        from vital_jax.rollout import SamplingOptions
-
-        rl = self.cfg.rl
-        G = rl.group_size
+        G = self.cfg.rl.group_size
         reqs = [r for r in make_requests(self.cfg, prompts, step, self.strengths) for _ in range(G)]
-        agent = AgentConfig(sampling=SamplingOptions(temperature=rl.temperature, top_p=rl.top_p,
-                                                     repetition_penalty=rl.repetition_penalty,
-                                                     max_new_tokens=rl.max_new_tokens),
-                            max_turns=rl.max_turns, **agent_vision(self.cfg.data.vision))
-        self.sampler.params = self.policy_view(self.state.params)   # the policy's live buffers, no copy
-        eps = []
-        B = rl.rollout_batch
+        self.rollouts.params = self.policy_view(self.state.params)   # the policy's live buffers, no copy
         base = (self.cfg.seed * 1_000_003 + step * 1009 + attempt * 101 + jax.process_index() * 7919) % 2**31
-        for c in range(0, len(reqs), B):
-            eps += run_episodes(self.sampler, self.renderer, reqs[c:c + B], agent, seed=base + c)
-        return eps
+        return self.rollouts.run(reqs, self.agent(), seed=base)
 
     def score(self, prompts, eps):
         G = self.cfg.rl.group_size
@@ -490,7 +491,7 @@ class RLTrainer:
             for _ in range(rl.updates_per_rollout):
                 self.state, m = self.train(self.state, batch, bsh)
                 out.append(host_metrics(m))
-        self.sampler.params = self.policy_view(self.state.params)
+        self.rollouts.params = self.policy_view(self.state.params)
         m = {k: float((np.max if k.endswith("_max") else np.mean)([o[k] for o in out])) for k in out[0]}
         m["skipped"] = float(max(o["skipped"] for o in out))
         return m
@@ -574,7 +575,7 @@ def run_rl(cfg: RunConfig, *, resume: bool = True) -> dict:
         if got is not None:
             start, tr.state, host = got
             tr.load_host_state(host)
-            tr.sampler.params = tr.policy_view(tr.state.params)
+            tr.rollouts.params = tr.policy_view(tr.state.params)
             loop.resumed(start, host)
     step = start
     if rl.eval_every and start == 0:   # the starting point of the held-out curve (a resume has it)
