@@ -27,10 +27,12 @@ def _small_model(remat: str) -> ModelConfig:
                             num_kv_heads=2, mrope_section=(8, 12, 12)).with_runtime(remat=remat)
 
 
-@pytest.mark.parametrize("mesh_shape", [(2, 2, 2), (8, 1, 1)])
-def test_estimate_matches_xla_memory_analysis(devices8, mesh_shape):
-    cfg = load_config(None, SMALL)
-    mcfg = _small_model("none")
+@pytest.mark.parametrize("mesh_shape, attention, tokens", [((2, 2, 2), "xla", 256), ((8, 1, 1), "xla", 256),
+                                                       ((2, 2, 2), "blockwise", 256), ((2, 2, 2), "blockwise", 1024)])
+def test_estimate_matches_xla_memory_analysis(devices8, mesh_shape, attention, tokens):
+    """Each attention implementation is modelled: blockwise's backward holds blocks, not scores."""
+    cfg = load_config(None, [*SMALL, f"data.token_buckets=[{tokens}]", f"model.attention={attention}"])
+    mcfg = _small_model("none").with_runtime(attention=attention)
     mesh = make_mesh(*mesh_shape)
     state, batch, optimizer = abstract_step_inputs(cfg, mcfg, mesh)
     step = jit_train_step(lambda p, mb, ctx: sft_loss(mcfg, p, mb, ctx["token_count"]), optimizer,
@@ -50,7 +52,7 @@ def test_estimate_matches_xla_memory_analysis(devices8, mesh_shape):
 
 def test_7b_on_v5p_64_is_planned_without_allocating():
     cfg = load_config(["configs/vital_7b_stage1_sft.yaml", "configs/mesh/v5p_64.yaml"],
-                      ["sft.micro_batches=8", "data.vision_buckets=[16384]"])
+                      ["sft.micro_batches=8", "data.vision_buckets=[16384]", "model.attention=xla"])
     t0 = time.perf_counter()
     p = plan(cfg, (cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor), devices=32, device_memory_gb=95)
     assert time.perf_counter() - t0 < 30
@@ -63,6 +65,38 @@ def test_7b_on_v5p_64_is_planned_without_allocating():
     assert abs(p.rows["params"] - expect) / expect < 0.01
     assert p.rows["optimizer state"] == pytest.approx(2 * p.rows["params"], rel=1e-3)  # Adam mu + nu, bf16
     assert p.fits is False  # 12288-token rows with materialised attention scores do not fit a v5p chip
+
+
+@pytest.mark.parametrize("mesh, devices, gb", [("v5p_64", 32, 95), ("gpu_8", 8, 80)])
+def test_shipped_vital_configs_fit_as_written(mesh, devices, gb):
+    """Every VITAL stage config (7B and 3B) fits a TPU v5p-64 chip and an 80 GB GPU of an 8-GPU
+    node with its mesh file and nothing else: blockwise attention, and micro_batches: auto
+    (one row per device per micro-batch: 8 / 32 for stage 1 on these meshes)."""
+    from pathlib import Path
+
+    from vital_jax.config.run_config import resolve_micro_batches
+
+    for f in sorted(Path("configs").glob("vital_*.yaml")):
+        cfg = load_config([f, f"configs/mesh/{mesh}.yaml"])
+        p = plan(cfg, (cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor), devices=devices, device_memory_gb=gb)
+        assert p.fits, (f.name, mesh, p.table())
+    stage1 = load_config(["configs/vital_7b_stage1_sft.yaml", f"configs/mesh/{mesh}.yaml"])
+    shape = (stage1.mesh.data if stage1.mesh.data > 0 else devices // stage1.mesh.fsdp, stage1.mesh.fsdp, 1)
+    assert resolve_micro_batches(stage1, shape).sft.micro_batches == 256 // devices
+
+
+def test_auto_micro_batches_rule():
+    from vital_jax.config.run_config import resolve_micro_batches
+
+    cfg = load_config(None, ["sft.batch_size=48", "sft.micro_batches=auto", "rl.prompts_per_step=6",
+                             "rl.group_size=4", "rl.micro_batches=auto"])
+    r = resolve_micro_batches(cfg, (2, 4, 1))
+    assert r.sft.micro_batches == 6                 # 48 rows / 8 devices: one row each per micro-batch
+    assert r.rl.micro_batches == 3                  # whole groups: 24 rows in 3 x 8 rows (2 groups each)
+    assert resolve_micro_batches(cfg, (64, 1, 1)).sft.micro_batches == 1   # fewer rows than devices
+    assert resolve_micro_batches(cfg, (2, 4, 1), processes=2).sft.micro_batches == 6   # per process: 24 / 4
+    explicit = load_config(None, ["sft.micro_batches=2"])
+    assert resolve_micro_batches(explicit, (2, 4, 1)) is explicit
 
 
 def test_parse_mesh():

@@ -14,9 +14,10 @@ from vital_jax.rollout.tool_loop import END_REASONS, AgentConfig
 from vital_jax.cli import main
 from vital_jax.data.synthetic import SynthConfig, generate, text_corpus
 from vital_jax.eval import runner
+from vital_jax.trainers.common import tiny_config_for
 from vital_jax.rollout import contract
 from vital_jax.eval.benchmarks import Sample, load_benchmark
-from vital_jax.models.qwen2_5_vl import ModelConfig, export_pretrained, init_params
+from vital_jax.models.qwen2_5_vl import export_pretrained, init_params
 from vital_jax.prompt import templates, train_small_tokenizer
 from vital_jax.rollout import SamplingOptions
 
@@ -43,10 +44,7 @@ def tok():
 
 @pytest.fixture(scope="module")
 def model(tok):
-    sp = tok.special
-    cfg = ModelConfig.tiny(vocab_size=tok.vocab_size).replace(
-        image_token_id=sp.image_pad, video_token_id=sp.video_pad, vision_start_token_id=sp.vision_start,
-        vision_end_token_id=sp.vision_end, eos_token_id=sp.eos, pad_token_id=sp.pad)
+    cfg = tiny_config_for(tok)
     _, params = init_params(cfg, seed=0)
     return cfg, params
 

@@ -49,6 +49,31 @@ def test_causal_gqa_with_left_padding_equals_reference(n, block):
     _check(ref, new, q, k, v, rows)
 
 
+@pytest.mark.parametrize("n", [1, 12])
+def test_cache_slots_equal_reference(n):
+    """The sampler's calls over a KV cache (decode n = 1, an appended chunk n > 1): rows at their
+    own write offsets, positions as metadata, several key blocks; as xla with SlotMask.dense."""
+    from vital_jax.models.qwen2_5_vl.modeling import SlotMask
+
+    rng = np.random.default_rng(3)
+    B, H, K, d, S = 3, 4, 2, 8, 70
+    q, k, v = _qkv(rng, B, n, H, K, d, S=S)
+    length = jnp.asarray([0, 17, 50], jnp.int32)
+    mask = SlotMask(length)
+
+    def ref(q, k, v):
+        return xla_attention(q, k, v, mask.dense(n, S), d ** -0.5)
+
+    def new(q, k, v):
+        pos_q = length[:, None] + jnp.arange(n)[None]
+        pos_k = jnp.broadcast_to(jnp.arange(S), (B, S))
+        return blockwise_attention(q, k, v, d ** -0.5, seg_q=jnp.ones((B, n), jnp.int32),
+                                   seg_k=jnp.ones((B, S), jnp.int32), pos_q=pos_q, pos_k=pos_k, causal=True,
+                                   block_q=8, block_k=16)
+
+    _check(ref, new, q, k, v, jnp.ones((B, n), jnp.float32))
+
+
 def test_segments_equal_reference():
     """Vision: non-causal, a query sees the keys of its own segment (windows or frames), padding
     rows (-1) only each other."""

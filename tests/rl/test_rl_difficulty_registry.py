@@ -109,7 +109,7 @@ def test_docs_example_runs():
 
 def test_policy_losses_declare_what_the_trainer_passes():
     """The trainer reads each loss's declared clip / aggregation / TIS instead of matching names."""
-    from vital_jax.config.run_config import ConfigError, RLConfig
+    from vital_jax.config.run_config import ConfigError, RLConfig, from_dict
 
     info = {name: rl.POLICY_LOSSES.info(name) for name in rl.POLICY_LOSSES.names()}
     assert {n: i["clip"] for n, i in info.items()} == {
@@ -118,8 +118,8 @@ def test_policy_losses_declare_what_the_trainer_passes():
     assert rl.POLICY_LOSSES.info("dr-grpo")["aggregation"] == "seq_mean_token_sum_norm"
     for name, i in info.items():
         assert i["aggregation"] is None or i["aggregation"] in rl.AGGREGATIONS, name
-    with pytest.raises(ConfigError, match="tis_cap: .*reg_grpo"):
-        RLConfig(loss="reg_grpo", tis_cap=2.0)
-    with pytest.raises(ConfigError, match="aggregation: the reg_grpo loss fixes its own"):
-        RLConfig(loss="reg_grpo", aggregation="token_mean")
+    with pytest.raises(ConfigError, match="rl.tis_cap: .*reg_grpo"):
+        from_dict(RLConfig, {"loss": "reg_grpo", "tis_cap": 2.0}, prefix="rl.")
+    with pytest.raises(ConfigError, match="rl.aggregation: the reg_grpo loss fixes its own"):
+        from_dict(RLConfig, {"loss": "reg_grpo", "aggregation": "token_mean"}, prefix="rl.")
     RLConfig(loss="gspo", tis_cap=2.0, aggregation="token_mean")     # allowed

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import types
 from tests.models import hf_reference as ref
-from vital_jax.models.qwen2_5_vl import ModelConfig, init_params
+from vital_jax.models.qwen2_5_vl import init_params
 from vital_jax.models.qwen2_5_vl import load_pretrained
 from vital_jax.prompt import ChatRenderer, train_small_tokenizer
 from vital_jax.prompt import templates
 from vital_jax.rollout import Sampler, SamplerConfig
+from vital_jax.trainers.common import tiny_config_for
 from vital_jax.video import write_video
 
 
@@ -32,10 +33,7 @@ def tok():
 
 @pytest.fixture(scope="session")
 def model(tok):
-    sp = tok.special
-    cfg = ModelConfig.tiny(vocab_size=tok.vocab_size).replace(
-        image_token_id=sp.image_pad, video_token_id=sp.video_pad, vision_start_token_id=sp.vision_start,
-        vision_end_token_id=sp.vision_end, eos_token_id=sp.eos, pad_token_id=sp.pad)
+    cfg = tiny_config_for(tok)
     _, params = init_params(cfg, seed=0)
     return cfg, params
 

@@ -151,7 +151,7 @@ def test_export_carries_vision_settings_and_eval_infer_use_them(suite, tmp_path,
     override one setting each); a checkpoint without the file keeps the commands' defaults."""
     import json
 
-    import vital_jax.rollout.tool_loop as agent_loop
+    import vital_jax.rollout.contract as contract
     import vital_jax.eval.runner as runner
     from vital_jax.rollout.tool_loop import Episode
     from vital_jax.cli import main
@@ -173,7 +173,7 @@ def test_export_carries_vision_settings_and_eval_infer_use_them(suite, tmp_path,
         seen.append(config)
         return [Episode(requests[0], end_reason="answer")]
 
-    monkeypatch.setattr(agent_loop, "run_episodes", fake_episodes)
+    monkeypatch.setattr(contract, "run_episodes", fake_episodes)
     video = str(next((suite / "videos").glob("*.mp4")))
     assert main(["infer", "--ckpt", str(final), "--video", video, "--question", "q?", "--cache-length", "512"]) == 0
     assert main(["infer", "--ckpt", str(final), "--video", video, "--question", "q?", "--cache-length", "512",

@@ -24,24 +24,27 @@
 
 Activation model (bytes; ``c`` = compute-dtype size, ``D`` hidden, ``H``/``K`` query/KV heads,
 ``d`` head dim, ``F`` MLP width, all per device after tensor sharding). It follows what XLA keeps
-for our layer code (read off the buffer assignment of the compiled step): the XLA attention
-materialises the scores, and both the masked scores and the softmax probabilities are saved in
-float32::
+for our layer code (read off the buffer assignment of the compiled step). The attention's own
+share depends on ``runtime.attention`` (:func:`attention_bytes`): ``xla`` materialises the
+scores, and both the masked scores and the softmax probabilities are saved in float32
+(``kept = 2 * b * H * L^2 * 4``, backward ``peak = 1.5 * kept``); ``blockwise`` keeps a float32
+log-sum-exp per row and head (``kept = b * H * L * 4``) and its backward holds float32
+dq/dk/dv plus a few score blocks: linear in ``L``::
 
-    scores(b, H, L)  = 2 * b * H * L^2 * 4
     saved per layer:
-      remat none     = scores + T * c * (5D + 2Kd + 6F)     # inputs of every matmul/norm/SwiGLU
+      remat none     = kept + T * c * (5D + 2Kd + 6F)       # inputs of every matmul/norm/SwiGLU
       remat dots     = T * c * (Hd + 2Kd + 2D + 2F)         # outputs of the 2-D matmuls only
       remat full     = T * c * D                            # the layer input
     layer working set (attention backward of one layer, recomputed under remat)
-                     = 1.5 * scores + T * c * (2D + 2(H + K)d) + 2 * T * 4 * D
+                     = peak + T * c * (2D + 2(H + K)d) + 2 * T * 4 * D
     head (loss)      = 2 * b * (L - 1) * V * 4  + 8 * T * 4 * D  # f32 logits + their gradient;
                                                                  # embeddings, final norm, rope
     activations      = layers * saved + max(head, layer working set)
 
 The vision tower is the same model on ``N`` patches per row with window attention over blocks of
 ``w = window^2`` patches (scores ``b * Hv * N * 3w``) and the full-attention blocks dense
-(``b * Hv * N^2``, ``runtime.vision_frame_block = 0`` as the trainer runs it); under
+(:func:`attention_bytes` over ``N`` rows, ``runtime.vision_frame_block = 0`` as the trainer
+runs it); under
 ``lax.scan`` a layer's residuals are the union of both ``lax.cond`` branches, so every scanned
 layer keeps both. A frozen tower (RL) runs outside the step and costs nothing here.
 
@@ -60,7 +63,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vital_jax.config.run_config import ConfigError, RunConfig
+from vital_jax.config.run_config import ConfigError, RunConfig, resolve_micro_batches
 from vital_jax.errors import VitalError
 
 GB = 1e9   # decimal GB, like accelerator spec sheets (v5p: 95 GB HBM, H100: 80 GB)
@@ -256,6 +259,7 @@ def abstract_step_inputs(cfg: RunConfig, mcfg, mesh):
 
     import jax
 
+    cfg = resolve_micro_batches(cfg, (mesh.shape["data"], mesh.shape["fsdp"]))
     section = cfg.sft if cfg.stage == "sft" else cfg.rl
     optimizer = make_optimizer(section.optim, section.steps, freeze_vision=mcfg.runtime.freeze_vision)
     param_sh = modeling.param_shardings(mcfg, mesh)
@@ -284,14 +288,33 @@ def _rows_per_device(b: int, shape) -> int:
     return b // math.prod(sizes[a] for a in axes)
 
 
-def _decoder_terms(*, T, b, L, D, H, K, d, F, c, layers, remat) -> dict[str, float]:
+def attention_bytes(impl: str, *, b: int, H: int, K: int, n: int, d: int) -> tuple[float, float]:
+    """(kept for the backward, peak of the backward) bytes of one self-attention over ``n`` rows.
+
+    - ``xla``: the float32 scores, masked and softmaxed, are both kept (``2 b H n^2 4``); the
+      backward peaks at 1.5x that (the scores' gradient).
+    - ``blockwise`` (:mod:`vital_jax.models.qwen2_5_vl.blockwise`): only the per-row log-sum-exp
+      is kept (``b H n 4``); the backward holds float32 dq/dk/dv, the log-sum-exp and the
+      ``delta`` rows, and four float32 [block_q, block_k] blocks per head (p, dp, ds, and one
+      more XLA keeps alive across the scan; fitted to the compiled step at 256 and 1024 tokens).
+    Other registered implementations get a dense mask: counted as ``xla``.
+    """
+    if impl == "blockwise":
+        blk = min(512, n)        # blockwise_attention's default block_q = block_k
+        lse = b * H * n * 4
+        return lse, b * n * (H + 2 * K) * d * 4 + 2 * lse + 4 * b * H * blk * blk * 4
+    scores = 2 * b * H * n * n * 4
+    return scores, 1.5 * scores
+
+
+def _decoder_terms(*, T, b, L, D, H, K, d, F, c, layers, remat, attention) -> dict[str, float]:
     """Saved-per-layer, working set and stack of a transformer stack (see the module docstring)."""
-    scores = 2 * b * H * L * L * 4
-    none = scores + T * c * (5 * D + 2 * K * d + 6 * F)
+    kept, peak = attention_bytes(attention, b=b, H=H, K=K, n=L, d=d)
+    none = kept + T * c * (5 * D + 2 * K * d + 6 * F)
     saved = {"none": none, "dots": T * c * (H * d + 2 * K * d + 2 * D + 2 * F), "full": T * c * D}[remat]
     # backward of one layer (recomputed under remat): the MLP's residuals are freed before the
-    # attention's backward, whose peak is the scores, their gradient and the q/k/v/o residuals
-    work = 1.5 * scores + T * c * (2 * D + 2 * (H + K) * d) + 2 * T * 4 * D
+    # attention's backward, whose peak is the attention's own plus the q/k/v/o residuals
+    work = peak + T * c * (2 * D + 2 * (H + K) * d) + 2 * T * 4 * D
     return {"stack": layers * saved, "work": work}
 
 
@@ -312,7 +335,7 @@ def activation_bytes(mcfg, cfg: RunConfig, shape) -> dict[str, float]:
     V = _split(t.vocab_size, tp)
     T = b * L
     text = _decoder_terms(T=T, b=b, L=L, D=t.hidden_size, H=H, K=K, d=t.head_dim, F=F, c=c,
-                          layers=t.num_layers, remat=rt.remat)
+                          layers=t.num_layers, remat=rt.remat, attention=rt.attention)
     head = 2 * b * (L - 1) * V * 4 + 8 * T * 4 * t.hidden_size
     out = {"text": text["stack"] + max(head, text["work"]), "vision": 0.0}
     N = max(cfg.data.vision_buckets)
@@ -320,13 +343,13 @@ def activation_bytes(mcfg, cfg: RunConfig, shape) -> dict[str, float]:
         Hv, Fv = _split(v.num_heads, tp), _split(v.intermediate_size, tp)
         Tv, w = b * N, v.window_merged ** 2 * v.merge_unit
         window = 2 * b * Hv * N * 3 * w * 4
-        dense = 2 * b * Hv * N * N * 4
+        dense, dense_peak = attention_bytes(rt.attention, b=b, H=Hv, K=Hv, n=N, d=v.head_dim)
         full_layers = v.depth if rt.scan_layers else len(v.fullatt_block_indexes)
         per = Tv * c * (5 * v.hidden_size + 3 * Hv * v.head_dim + 6 * Fv)
         saved = {"none": per + window, "dots": Tv * c * (3 * Hv * v.head_dim + 2 * v.hidden_size + 2 * Fv),
                  "full": Tv * c * v.hidden_size}[rt.remat]
         stack = v.depth * saved + (full_layers * dense if rt.remat == "none" else 0)
-        work = per + window + (dense if v.fullatt_block_indexes else 0) * 1.5
+        work = per + window + (dense_peak if v.fullatt_block_indexes else 0)
         # the merged embeddings (and their gradient) stay alive into the text stack
         merged = 2 * b * (N // v.merge_unit) * t.hidden_size * c
         out["vision"] = stack + work + merged
@@ -419,6 +442,7 @@ def plan(cfg: RunConfig, mesh_shape: Sequence[int], *, devices: int | None = Non
     from vital_jax.sharding import named_sharding
 
     shape = resolve_mesh(mesh_shape, devices)
+    cfg = resolve_micro_batches(cfg, shape)
     mcfg = mcfg or model_config(cfg, preset)
     mesh = abstract_mesh(shape)
     state, batch, _ = abstract_step_inputs(cfg, mcfg, mesh)
@@ -448,13 +472,14 @@ def plan(cfg: RunConfig, mesh_shape: Sequence[int], *, devices: int | None = Non
                      f"divide: each device runs {b_dev} rows (replicated work); make the rows per "
                      f"micro-batch a multiple of {shape[0] * shape[1]}")
     N = max(cfg.data.vision_buckets)
-    if "activations (vision)" in rows and mcfg.vision.fullatt_block_indexes and N > 4096:
-        notes.append(f"the vision tower's full-attention blocks materialise [{N}, {N}] scores per row and head")
+    if "activations (vision)" in rows and mcfg.vision.fullatt_block_indexes and N > 4096 and rt.attention != "blockwise":
+        notes.append(f"the vision tower's full-attention blocks materialise [{N}, {N}] scores per row and head "
+                     "(model.attention=blockwise does not)")
     if cfg.stage == "rl":
         if cfg.rl.beta > 0:
             rows["reference params"] = param_b
         B, S = cfg.rl.rollout_batch, cfg.rl.cache_length
-        slack = max([x for x in (32, 128, 512, 2048) if x < S] or [S])   # as RLTrainer builds its sampler
+        slack = min(2048, S)   # the largest prefill chunk rollout.contract.size_sampler can choose
         kv_shape = (t.num_layers, B, t.num_kv_heads, S + slack, t.head_dim)
         sh = named_sharding(mesh, (None, "batch", "act_kv_heads", "cache_seq", None), kv_shape)
         rows["kv cache (rollout)"] = 2 * _nbytes(sh.shard_shape(kv_shape), rt.compute_dtype)

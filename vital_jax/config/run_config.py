@@ -220,8 +220,9 @@ class SFTConfig(Section):
     steps: Int = 100
     batch_size: Int = 8
     """Global, per optimizer step."""
-    micro_batches: Int = 1
-    """Gradient accumulation."""
+    micro_batches: Int | Literal["auto"] = 1
+    """Gradient accumulation steps; ``auto``: as many as give each device one row per micro-batch
+    on the run's mesh (:func:`resolve_micro_batches`)."""
     max_bad_steps: Int = 5
     """NaN/inf updates skipped before the run stops."""
     optim: OptimConfig = OptimConfig(learning_rate=1e-3, warmup_steps=10)
@@ -263,8 +264,9 @@ class RLConfig(Section):
     """G."""
     rollout_batch: Int = 16
     """Rows the sampler decodes together."""
-    micro_batches: Int = 1
-    """Update accumulation (each micro-batch holds whole groups)."""
+    micro_batches: Int | Literal["auto"] = 1
+    """Update accumulation (each micro-batch holds whole groups); ``auto``: as many as give each
+    device about one row per micro-batch on the run's mesh (:func:`resolve_micro_batches`)."""
     updates_per_rollout: Int = 1
     loss: Str = "dgrpo"
     advantage: Str = "dgrpo"
@@ -348,6 +350,33 @@ class RunConfig(Section):
     rl: RLConfig = RLConfig()
 
 
+def _auto_micro_batches(rows: int, units: int, devices: int) -> int:
+    """The most micro-batches ``M`` (a divisor of ``units``, the indivisible pieces of the batch:
+    rows, or RL's groups) whose ``rows / M`` rows still fill ``devices`` evenly: one row per
+    device per micro-batch when they divide. 1 when the batch is smaller than the mesh."""
+    best = 1
+    for m in range(1, units + 1):
+        if units % m == 0 and (rows // m) >= devices and (rows // m) % devices == 0:
+            best = m
+    return best
+
+
+def resolve_micro_batches(cfg: RunConfig, mesh_shape: Sequence[int], processes: int = 1) -> RunConfig:
+    """``cfg`` with ``micro_batches: auto`` replaced by a count for this mesh (``data x fsdp``
+    devices share a micro-batch's rows; ``processes`` must each get whole micro-batches). Explicit
+    counts are kept."""
+    devices = int(mesh_shape[0]) * int(mesh_shape[1])
+    sft, rl = cfg.sft, cfg.rl
+    if sft.micro_batches == "auto":
+        per = sft.batch_size // processes
+        sft = replace(sft, micro_batches=_auto_micro_batches(per, per, max(1, devices // processes)))
+    if rl.micro_batches == "auto":
+        groups = rl.prompts_per_step // processes
+        m = _auto_micro_batches(groups * rl.group_size, groups, max(1, devices // processes))
+        rl = replace(rl, micro_batches=m)
+    return cfg if (sft is cfg.sft and rl is cfg.rl) else replace(cfg, sft=to_dict(sft), rl=to_dict(rl))
+
+
 # --------------------------------------------------------------------------- dict <-> config
 
 
@@ -389,9 +418,31 @@ def from_dict(cls, d: Mapping[str, Any], *, prefix: str = ""):
     try:
         return cls.model_validate(d)
     except ValidationError as e:
-        errs = e.errors()
+        errs = [dict(err, loc=_field_loc(err["loc"], cls)) for err in e.errors()]
+        same = [err for err in errs if err["loc"] == errs[0]["loc"]]
+        if len(same) > 1:   # the branches of a union (``micro_batches: int | "auto"``): one line
+            what = " or ".join(err["msg"].removeprefix("Input should be ") for err in same)
+            errs = [dict(same[0], type="union", msg=f"Input should be {what}")] + errs[len(same):]
         more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""
         raise ConfigError(_message(errs[0], prefix, cls) + more) from None
+
+
+def _field_loc(loc: Sequence, cls) -> tuple:
+    """``loc`` without pydantic's union-branch tags (``("rl", "micro_batches", "int")`` ->
+    ``("rl", "micro_batches")``): only section fields and list indices name a key."""
+    out, node = [], cls
+    for part in loc:
+        if isinstance(part, int):
+            out.append(part)
+        elif isinstance(node, type) and issubclass(node, BaseModel) and part in node.model_fields:
+            out.append(part)
+            node = node.model_fields[part].annotation
+        elif not out or out[-1] != part:
+            if isinstance(node, type) and issubclass(node, BaseModel):
+                out.append(part)   # an unknown key: extra_forbidden names it
+            break
+    return tuple(out)
+
 
 
 def to_dict(obj) -> dict[str, Any]:

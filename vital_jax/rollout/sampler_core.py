@@ -121,13 +121,6 @@ def init_state(cfg: ModelConfig, batch: int, capacity: int, slack: int, tail_len
     )
 
 
-def _slot_mask(length: Array, n: int, slots: int) -> Array:
-    """[B, n, slots]: query i of row b sees slot s iff s <= length[b] + i."""
-    s = jnp.arange(slots, dtype=jnp.int32)
-    i = jnp.arange(n, dtype=jnp.int32)
-    return s[None, None, :] <= (length[:, None, None] + i[None, :, None])
-
-
 def _window(cache: modeling.KVCache, kv: int | None) -> modeling.KVCache:
     """The first ``kv`` slots of every layer/row (a static slice; the cache itself if it is no larger)."""
     if kv is None or kv >= cache.k.shape[3]:
@@ -194,8 +187,8 @@ def extend(cfg: ModelConfig, params: dict, state: SamplerState, ids: Array, rel_
     win = _window(state.cache, kv)
     x = modeling.embed_tokens(cfg, params, ids, vis_embeds, vis_index)
     pos = rel_pos + state.next_pos[None, :, None]
-    mask = _slot_mask(state.length, N, win.k.shape[3])
-    h, win = modeling.decode_hidden(cfg, params, x, pos, mask, cache=win, write_at=state.length)
+    h, win = modeling.decode_hidden(cfg, params, x, pos, modeling.SlotMask(state.length), cache=win,
+                                    write_at=state.length)
     touched = n > 0
     cache = _put_chunk(state.cache, win, state.length, N, touched)
     last = jnp.take_along_axis(h, jnp.maximum(n - 1, 0)[:, None, None], axis=1)          # [B, 1, D]
@@ -286,7 +279,6 @@ def decode(cfg: ModelConfig, steps: int, capacity: int, params: dict, state: Sam
     B = state.length.shape[0]
     full = state.cache
     state = state._replace(cache=_window(full, kv))
-    slots = state.cache.k.shape[3]
     pad = jnp.int32(cfg.pad_token_id)
     active0 = (budget > 0) & (state.length < capacity)
     reason0 = jnp.where(budget <= 0, IDLE, jnp.where(state.length >= capacity, LENGTH, RUNNING)).astype(jnp.int32)
@@ -310,7 +302,7 @@ def decode(cfg: ModelConfig, steps: int, capacity: int, params: dict, state: Sam
         # feed the token: position next_pos on all three axes, write at slot length
         x = modeling.embed_tokens(cfg, params, tok[:, None], None, None)
         pos = jnp.broadcast_to(st.next_pos[None, :, None], (3, B, 1))
-        h, cache = modeling.decode_hidden(cfg, params, x, pos, _slot_mask(st.length, 1, slots),
+        h, cache = modeling.decode_hidden(cfg, params, x, pos, modeling.SlotMask(st.length),
                                           cache=st.cache, write_at=st.length)
         logits = modeling.lm_logits(cfg, params, h)[:, 0]
         inc = active.astype(jnp.int32)

@@ -35,7 +35,7 @@ import numpy as np
 
 from vital_jax.trainers.batch import Sequence_, batch_shardings, build_batch, global_pads, global_shapes
 from vital_jax.trainers.common import Run, TrainingError, host_metrics, put_batch
-from vital_jax.config.run_config import ConfigError, RunConfig
+from vital_jax.config.run_config import ConfigError, RunConfig, resolve_micro_batches
 from vital_jax.trainers.loop import StepLoop
 from vital_jax.trainers.sft import agent_vision, video_kwargs
 from vital_jax.trainers.step import row_vision_embeds, token_logps
@@ -200,8 +200,9 @@ class RLTrainer:
         from vital_jax.trainers.optim import make_optimizer
         from vital_jax.trainers.step import TrainSteps, init_state
 
-        rl = cfg.rl
         hosts = jax.process_count()
+        cfg = resolve_micro_batches(cfg, cfg.mesh.resolve(jax.device_count()), hosts)
+        rl = cfg.rl
         if rl.prompts_per_step % (rl.micro_batches * hosts):
             raise ConfigError(f"rl.prompts_per_step {rl.prompts_per_step} must divide into "
                               f"{rl.micro_batches} micro-batches x {hosts} process(es) (micro-batches hold whole groups)")

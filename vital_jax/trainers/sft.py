@@ -24,7 +24,7 @@ import jax
 
 from vital_jax.trainers.batch import Sequence_, batch_shardings, build_batch, global_pads, global_shapes
 from vital_jax.trainers.common import Run, host_metrics, put_batch
-from vital_jax.config.run_config import ConfigError, RunConfig, VisionInputConfig
+from vital_jax.config.run_config import ConfigError, RunConfig, VisionInputConfig, resolve_micro_batches
 from vital_jax.trainers.loop import StepLoop
 
 
@@ -100,6 +100,7 @@ def run_sft(cfg: RunConfig, *, resume: bool = True) -> dict:
     from vital_jax.trainers.optim import make_optimizer, schedule
     from vital_jax.trainers.step import TrainSteps, abstract_state, init_state
 
+    cfg = resolve_micro_batches(cfg, cfg.mesh.resolve(jax.device_count()), jax.process_count())
     per_host = _check_batch(cfg)
     records = sft_records(cfg)          # a bad data file fails now, before the model is built
     run = Run.create(cfg)

@@ -62,6 +62,23 @@ class CausalMask(NamedTuple):
     valid: Array  # [B, L] bool/int padding mask
 
 
+class SlotMask(NamedTuple):
+    """Mask of a chunk written into a KV cache: query ``i`` of row ``b`` (at slot ``length[b] + i``)
+    sees cache slot ``s`` iff ``s <= length[b] + i``.
+
+    Passed to :func:`decode_hidden` by the sampler's prefill/append/decode instead of a [B, n, S]
+    array, so ``blockwise`` attention scans the cache in key blocks with positions as metadata;
+    ``xla`` (and any registered kernel) gets the dense mask of :meth:`dense`.
+    """
+
+    length: Array  # [B] int32: slots already written before this chunk
+
+    def dense(self, n: int, slots: int) -> Array:
+        s = jnp.arange(slots, dtype=jnp.int32)
+        i = jnp.arange(n, dtype=jnp.int32)
+        return s[None, None, :] <= (self.length[:, None, None] + i[None, :, None])
+
+
 def _query_chunks(n: int) -> list[tuple[int, int]]:
     """Static [start, end) query chunks for causal attention: chunk c needs keys [0, end) only, so
     4 chunks compute ~5/8 of the L x L scores. Short sequences stay whole (slicing costs more)."""
@@ -96,10 +113,10 @@ def xla_causal_attention(q: Array, k: Array, v: Array, valid: Array, scale: floa
 
 @register_attention("blockwise")
 def blockwise_masked_attention(q: Array, k: Array, v: Array, mask: Array, scale: float) -> Array:
-    """``runtime.attention="blockwise"`` for calls that come with a dense mask (the sampler's
-    prefill/append/decode over the KV cache): those stay on :func:`xla_attention`. The whole-
-    sequence causal decoder (training) and the vision tower's frame attention call
-    :func:`blockwise.blockwise_attention` directly, with segment/position metadata instead."""
+    """``runtime.attention="blockwise"`` for a caller that hands a dense mask (none in the package:
+    the training decoder passes :class:`CausalMask`, the sampler :class:`SlotMask`, the vision
+    tower segment ids, and each of those runs :func:`blockwise.blockwise_attention` with
+    position/segment metadata). A dense mask is already [B, n, S]: it runs :func:`xla_attention`."""
     return xla_attention(q, k, v, mask, scale)
 
 
@@ -511,6 +528,16 @@ def _text_layer(cfg: ModelConfig, x, p, kv, *, cos, sin, mask, write_at):
                                     causal=True)
         else:  # a registered kernel gets the materialised mask
             o = attention_fn(cfg.runtime.attention)(q, k, v, causal_mask(mask.valid), t.head_dim ** -0.5)
+    elif isinstance(mask, SlotMask):
+        n, S = q.shape[1], k.shape[2]
+        if cfg.runtime.attention == "blockwise":   # key blocks of the cache, no [n, S] scores
+            B = q.shape[0]
+            pos_q = mask.length[:, None] + jnp.arange(n, dtype=jnp.int32)[None]
+            pos_k = jnp.broadcast_to(jnp.arange(S, dtype=jnp.int32), (B, S))
+            o = blockwise_attention(q, k, v, t.head_dim ** -0.5, seg_q=jnp.ones((B, n), jnp.int32),
+                                    seg_k=jnp.ones((B, S), jnp.int32), pos_q=pos_q, pos_k=pos_k, causal=True)
+        else:
+            o = attention_fn(cfg.runtime.attention)(q, k, v, mask.dense(n, S), t.head_dim ** -0.5)
     else:
         o = attention_fn(cfg.runtime.attention)(q, k, v, mask, t.head_dim ** -0.5)
     x = x + _dense(o, p["o_kernel"].astype(cd), n_in=2)                   # o [B, n, H, d]
@@ -540,7 +567,8 @@ def decode_hidden(cfg: ModelConfig, params: dict, x: Array, position_ids: Array,
 
     ``mask [B, n, S]`` says which keys each query sees: its own chunk (S = n) without a cache, or
     cache slots with a cache (after this chunk's keys are written at ``write_at[B]``). Without a
-    cache, ``CausalMask(valid[B, n])`` is the same as ``causal_mask(valid)`` and faster.
+    cache, ``CausalMask(valid[B, n])`` is the same as ``causal_mask(valid)`` and faster; with one,
+    ``SlotMask(write_at)`` is the same as its :meth:`SlotMask.dense` array.
     Returns the final-normed hidden states and the updated cache.
     """
     t, rt = cfg.text, cfg.runtime
