@@ -236,12 +236,25 @@ def main() -> None:
                     help="runtime.logits_chunk of the fwd+bwd loss (default: the library's)")
     ap.add_argument("--profile", action="store_true", help="also time pieces of our model")
     ap.add_argument("--skip-torch", action="store_true", help="ours only (for trying variants fast)")
+    ap.add_argument("--long", default=None, help="long-context lengths, comma-separated (default 2048 quick, "
+                    "2048,8192,16384 full)")
+    ap.add_argument("--long-xla-max", type=int, default=8192, help="run xla at long lengths up to this many tokens")
+    ap.add_argument("--long-only", action="store_true", help="only the long-context section")
     args = ap.parse_args()
     from vital_jax.host_alloc import keep_freed_memory
 
     keep_freed_memory()   # XLA's per-run temp block reused, not re-faulted (both sides of a comparison)
     reps = args.reps or (3 if args.quick else 7)
     t_start = time.perf_counter()
+
+    if args.long_only:   # no torch: the same shapes from the HF config dict
+        from tests.models import hf_reference as ref
+        from vital_jax.models.qwen2_5_vl import ModelConfig
+
+        cfg = ModelConfig.from_hf_dict(mid_hf_config(ref).to_dict(), strict=False)
+        long_context(cfg, [int(x) for x in (args.long or "2048,8192,16384").split(",") if x], xla_max=args.long_xla_max)
+        emit("wall_s", time.perf_counter() - t_start, "s")
+        return
 
     import jax
     import jax.numpy as jnp
@@ -438,7 +451,52 @@ def main() -> None:
 
     if args.profile:
         profile(cfg, params, batch, flops, peak, reps, None if args.skip_torch else hf, t_kw, torch)
+    lengths = [int(x) for x in (args.long or ("2048" if args.quick else "2048,8192,16384")).split(",") if x]
+    long_context(cfg, lengths, xla_max=args.long_xla_max)
     emit("wall_s", time.perf_counter() - t_start, "s")
+
+
+def long_context(cfg, lengths, *, xla_max: int) -> None:
+    """The text decoder of the same model at long lengths, one text-only row with its last 512
+    tokens labelled (an SFT answer), remat full (how long rows are trained), through
+    ``runtime.attention`` = ``xla`` and ``blockwise``: fwd+bwd seconds (one timed run after a
+    warm-up) and the compiled step's temporary memory (``memory_analysis``). ``xla`` is compiled
+    at every length but run only up to ``xla_max`` tokens (its scores outgrow this machine's RAM)."""
+    import jax
+    import jax.numpy as jnp
+
+    from vital_jax.models.qwen2_5_vl import modeling
+
+    params = modeling.init_params(cfg.with_runtime(scan_layers=True), seed=0)[1]
+    for L in lengths:
+        rng = np.random.default_rng(L)
+        ids = jnp.asarray(rng.integers(0, cfg.text.vocab_size, size=(1, L)), jnp.int32)
+        labels = jnp.roll(ids, -1, axis=1)
+        weights = jnp.zeros((1, L), jnp.float32).at[:, L - 513:L - 1].set(1.0)
+        b = dict(ids=ids, labels=labels, weights=weights, mask=jnp.ones((1, L), jnp.int32),
+                 pos=jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (3, 1, L)))
+        base = None
+        for impl in ("xla", "blockwise"):
+            c = cfg.with_runtime(attention=impl, remat="full", scan_layers=True)
+
+            def loss(p, b, c=c):
+                x = modeling.embed_tokens(c, p, b["ids"], None, None)
+                h, _ = modeling.decode_hidden(c, p, x, b["pos"], modeling.CausalMask(b["mask"]))
+                return masked_nll(c, p, h, b)
+
+            step = jax.jit(jax.value_and_grad(loss))
+            t0 = time.perf_counter()
+            compiled = step.lower(params, b).compile()
+            compile_s = time.perf_counter() - t0
+            temp = compiled.memory_analysis().temp_size_in_bytes / 2**20
+            seconds = None
+            if impl != "xla" or L <= xla_max:
+                jax.block_until_ready(compiled(params, b))
+                seconds = timed(lambda: jax.block_until_ready(compiled(params, b)))
+                base = seconds if impl == "xla" else base
+            emit(f"long_fwd_bwd_{impl}_{L}", seconds, "s", tokens=L, attention=impl, temp_mib=round(temp, 1),
+                 compile_s=round(compile_s, 1), ratio_vs_xla=None if (base is None or seconds is None) else
+                 round(seconds / base, 3), note="text decoder only, 1 row, remat full, lax.scan")
 
 
 def profile(cfg, params, batch, flops, peak, reps, hf, t_kw, torch):

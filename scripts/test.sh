@@ -9,4 +9,6 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 # torch==2.13.0 is pinned in the [test] extra (CPU build on this machine kind's disk).
 .venv/bin/python -m pip install -q -e '.[test]'
-exec .venv/bin/python -m pytest "$@"
+# Two workers (VITAL_TEST_WORKERS): most tests wait on single-threaded XLA compiles, so two run
+# side by side on 2 cores; each worker has its own 8 fake CPU devices.
+exec .venv/bin/python -m pytest -n "${VITAL_TEST_WORKERS:-2}" "$@"

@@ -93,12 +93,22 @@ def test_segments_equal_reference():
     _check(ref, new, q, k, v, jnp.ones((1, N), jnp.float32))
 
 
-def test_model_forward_and_grad_equal_xla():
+def test_model_forward_and_grad_equal_xla(monkeypatch, caplog):
     """The decoder (causal, whole sequence) and the vision tower's frame attention through the
-    runtime switch: logits and parameter gradients equal the xla path's."""
-    from vital_jax.models.qwen2_5_vl import ModelConfig, init_params
+    runtime switch: logits and parameter gradients equal the xla path's. ``auto`` runs blockwise
+    from its length thresholds (lowered here) and ``cudnn`` falls back to xla off a GPU, logging
+    why."""
+    import logging
+
+    from vital_jax.models.qwen2_5_vl import ModelConfig, init_params, modeling
     from vital_jax.models.qwen2_5_vl.api import vision_arrays
     from vital_jax.models.qwen2_5_vl.modeling import encode_vision, model_logits
+
+    cfg0 = ModelConfig.tiny(vocab_size=512)
+    assert cfg0.runtime.attention == "auto"
+    assert [modeling._impl(cfg0, "sequence", n) for n in (2047, 2048)] == ["xla", "blockwise"]
+    assert [modeling._impl(cfg0, "cache", n) for n in (4095, 4096)] == ["xla", "blockwise"]
+    monkeypatch.setattr(modeling, "AUTO_BLOCKWISE_FROM", {"sequence": 16, "cache": 16})
 
     cfg = ModelConfig.tiny(vocab_size=512)
     _, params = init_params(cfg, seed=0)
@@ -111,17 +121,21 @@ def test_model_forward_and_grad_equal_xla():
     pixels = rng.normal(size=(int(np.prod(grid)), 3 * 2 * 14 * 14)).astype(np.float32)
     va = vision_arrays(cfg, pixels, grid)
     out = {}
-    for name in ("xla", "blockwise"):
+    for name in ("xla", "blockwise", "auto", "cudnn"):
         c = cfg.with_runtime(attention=name)
 
         def loss(p, c=c):
             lg = model_logits(c, p, ids, pos, jnp.asarray(mask))
             return jnp.sum(lg[0, 6:] ** 2) + jnp.sum(lg[1] ** 2) + jnp.sum(encode_vision(c, p["vision"], va) ** 2)
 
-        out[name] = jax.value_and_grad(loss)(params)
+        with caplog.at_level(logging.WARNING, logger="vital_jax.models.qwen2_5_vl.modeling"):
+            out[name] = jax.value_and_grad(loss)(params)
     np.testing.assert_allclose(out["blockwise"][0], out["xla"][0], rtol=1e-5)
     for a, b in zip(jax.tree.leaves(out["blockwise"][1]), jax.tree.leaves(out["xla"][1])):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-4)
+    for got, want in (("auto", "blockwise"), ("cudnn", "xla")):   # the same path: the same numbers
+        np.testing.assert_array_equal(out[got][0], out[want][0])
+    assert any("attention cudnn -> xla: the backend is cpu" in r.getMessage() for r in caplog.records)
 
 
 def _temp_bytes(fn, L):

@@ -117,8 +117,9 @@ class ModelSection(Section):
     scan_layers: Bool = True
     remat: Str = "none"
     """Activation checkpointing of each decoder layer: ``none``, ``full`` or ``dots``."""
-    attention: Str = "xla"
-    """Attention implementation by registry name (``vital_jax.models.qwen2_5_vl.modeling.ATTENTION``)."""
+    attention: Str = "auto"
+    """Attention implementation by registry name (``vital_jax.models.qwen2_5_vl.modeling.ATTENTION``):
+    ``auto`` (blockwise at long lengths, xla at short ones), ``xla``, ``blockwise``, ``cudnn``."""
     freeze_vision: Bool = False
     vision_frame_block: Int = 0
     """Banded full-attention blocks of the tower: patches of the largest frame (0: dense)."""

@@ -86,11 +86,16 @@ class RuntimeOptions:
       Python loop (unrolled).
     - ``remat``: ``"none"``, ``"full"`` (recompute each layer in the backward pass) or ``"dots"``
       (save only matmul outputs without batch dims).
-    - ``attention``: ``"xla"`` (plain einsum + masked softmax) or ``"blockwise"`` (flash-style
-      online softmax with a recomputing backward, :mod:`~vital_jax.models.qwen2_5_vl.blockwise`:
-      no [L, L] or [N, N] array in training's decoder and the vision tower's frame attention; the
-      sampler's cached calls stay on xla). A Pallas/splash kernel plugs in through
-      :func:`vital_jax.models.qwen2_5_vl.modeling.register_attention`.
+    - ``attention``, by registry name (:data:`~vital_jax.models.qwen2_5_vl.modeling.ATTENTION`):
+      ``"xla"`` (einsum + masked softmax; the training decoder skips the keys after each query
+      chunk), ``"blockwise"`` (flash-style online softmax with a recomputing backward,
+      :mod:`~vital_jax.models.qwen2_5_vl.blockwise`: no [L, L], [N, N] or [n, S] array in the
+      training decoder, the tower's frame attention or the sampler's cached calls), ``"auto"``
+      (the default: ``blockwise`` from the lengths where it is no slower on CPU, ``xla`` below;
+      :data:`~vital_jax.models.qwen2_5_vl.modeling.AUTO_BLOCKWISE_FROM`) or ``"cudnn"``
+      (``jax.nn.dot_product_attention``'s cuDNN kernel on a GPU in bf16/f16, else xla with the
+      reason logged). More plug in through
+      :func:`vital_jax.models.qwen2_5_vl.modeling.register_attention` (same signature as xla's).
     - ``freeze_vision``: no gradient flows into the vision tower (VITAL's RL setting).
     - ``vision_frame_block``: 0 (default) runs the full-attention vision blocks with a dense
       [N, N] frame mask, right for any layout. k > 0 promises that no frame (one temporal slice
@@ -105,7 +110,7 @@ class RuntimeOptions:
     compute_dtype: str = "float32"
     scan_layers: bool = True
     remat: str = "none"
-    attention: str = "xla"
+    attention: str = "auto"
     freeze_vision: bool = False  # stop gradients at the vision tower's output
     vision_frame_block: int = 0
     logits_chunk: int = 128

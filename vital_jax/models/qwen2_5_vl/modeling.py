@@ -12,6 +12,7 @@ F MLP width, V vocab, N vision patches, C vision hidden, M merged visual tokens.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -32,6 +33,8 @@ _NEG = -0.7 * float(np.finfo(np.float32).max)
 # ---------------------------------------------------------------------------------------------
 # attention implementations (a registry: a Pallas/splash kernel can be added by name)
 # ---------------------------------------------------------------------------------------------
+log = logging.getLogger(__name__)
+
 ATTENTION: Registry = Registry("attention implementation")
 register_attention = ATTENTION.register      # @register_attention("splash") def ...: same signature as xla
 
@@ -118,6 +121,62 @@ def blockwise_masked_attention(q: Array, k: Array, v: Array, mask: Array, scale:
     tower segment ids, and each of those runs :func:`blockwise.blockwise_attention` with
     position/segment metadata). A dense mask is already [B, n, S]: it runs :func:`xla_attention`."""
     return xla_attention(q, k, v, mask, scale)
+
+
+# Where blockwise attention overtakes the model's xla paths on CPU, in key length
+# (scripts/bench_attention.py, AMD EPYC, 2 cores, 8 heads / 2 KV heads of 64 dims, one process):
+# training fwd+bwd blockwise/xla time 1.63 at 256, 1.81 at 512, 1.00 at 2048, 0.64 at 8192 tokens
+# (temporaries 259 -> 47 MiB at 2048); decode over a cache 2.36 at 1024, 0.83 at 4096 slots;
+# a 128-row append 0.96 at 1024, 0.46 at 4096.
+AUTO_BLOCKWISE_FROM = {"sequence": 2048, "cache": 4096}
+
+
+def _impl(cfg: ModelConfig, site: str, keys: int) -> str:
+    """The implementation one call runs: ``runtime.attention``, with ``auto`` picking ``blockwise``
+    from :data:`AUTO_BLOCKWISE_FROM` keys on (a static shape: decided when tracing) and ``xla``
+    below, and ``cudnn`` falling back by its rule (:func:`cudnn_attention`)."""
+    name = ATTENTION.canonical(cfg.runtime.attention)
+    if name == "auto":
+        return "blockwise" if keys >= AUTO_BLOCKWISE_FROM[site] else "xla"
+    return name
+
+
+@register_attention("auto")
+def auto_masked_attention(q: Array, k: Array, v: Array, mask: Array, scale: float) -> Array:
+    """``runtime.attention="auto"`` (the default): per call, ``blockwise`` at long lengths and
+    ``xla`` at short ones (:data:`AUTO_BLOCKWISE_FROM`); a dense mask runs :func:`xla_attention`."""
+    return xla_attention(q, k, v, mask, scale)
+
+
+_CUDNN_FALLBACKS: set[str] = set()
+
+
+def cudnn_unusable(q: Array, k: Array) -> str | None:
+    """Why cuDNN's fused attention cannot run this call (None: it can): not on a GPU, a dtype
+    other than bfloat16/float16, or a head dim it does not take (a multiple of 8, at most 128)."""
+    if jax.default_backend() != "gpu":
+        return f"the backend is {jax.default_backend()}, not gpu"
+    if q.dtype not in (jnp.bfloat16, jnp.float16) or k.dtype != q.dtype:
+        return f"dtype {q.dtype} (cuDNN takes bfloat16 or float16)"
+    d = q.shape[-1]
+    if d % 8 or d > 128:
+        return f"head dim {d} (cuDNN takes multiples of 8 up to 128)"
+    return None
+
+
+@register_attention("cudnn")
+def cudnn_attention(q: Array, k: Array, v: Array, mask: Array, scale: float) -> Array:
+    """``jax.nn.dot_product_attention(implementation="cudnn")`` (grouped query heads as it takes
+    them) where :func:`cudnn_unusable` finds nothing against it; otherwise :func:`xla_attention`,
+    with the reason logged once per reason."""
+    why = cudnn_unusable(q, k)
+    if why is not None:
+        if why not in _CUDNN_FALLBACKS:
+            _CUDNN_FALLBACKS.add(why)
+            log.warning(f"attention cudnn -> xla: {why}")
+        return xla_attention(q, k, v, mask, scale)
+    return jax.nn.dot_product_attention(q, jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2), mask=mask[:, None],
+                                        scale=scale, implementation="cudnn")
 
 
 def attention_fn(name: str) -> Callable:
@@ -389,7 +448,7 @@ def _vision_attention(cfg: ModelConfig, q, k, vv, seg_w, seg_f, is_full) -> Arra
     def frame(q, k, vv):
         if frame_block:
             return _banded_attention(attn, q, k, vv, seg_f, frame_block, scale)
-        if cfg.runtime.attention == "blockwise":   # no [N, N] mask or scores
+        if _impl(cfg, "sequence", q.shape[0]) == "blockwise":   # no [N, N] mask or scores
             return blockwise_attention(q[None], jnp.swapaxes(k, 0, 1)[None], jnp.swapaxes(vv, 0, 1)[None], scale,
                                        seg_q=seg_f[None], seg_k=seg_f[None])[0]
         return attn(q[None], jnp.swapaxes(k, 0, 1)[None], jnp.swapaxes(vv, 0, 1)[None],
@@ -519,25 +578,27 @@ def _text_layer(cfg: ModelConfig, x, p, kv, *, cos, sin, mask, write_at):
     if isinstance(mask, CausalMask):
         if kv is not None:
             raise ValueError("CausalMask is for a whole sequence without a cache; pass a [B, n, S] mask")
-        if cfg.runtime.attention == "xla":
+        impl = _impl(cfg, "sequence", q.shape[1])
+        if impl == "xla":
             o = xla_causal_attention(q, k, v, mask.valid, t.head_dim ** -0.5)          # [B, H, n, d]
             o = jnp.swapaxes(o, 1, 2)
-        elif cfg.runtime.attention == "blockwise":   # no [n, n] scores in forward or backward
+        elif impl == "blockwise":   # no [n, n] scores in forward or backward
             valid = mask.valid.astype(jnp.int32)
             o = blockwise_attention(q, k, v, t.head_dim ** -0.5, seg_q=jnp.ones_like(valid), seg_k=valid,
                                     causal=True)
         else:  # a registered kernel gets the materialised mask
-            o = attention_fn(cfg.runtime.attention)(q, k, v, causal_mask(mask.valid), t.head_dim ** -0.5)
+            o = attention_fn(impl)(q, k, v, causal_mask(mask.valid), t.head_dim ** -0.5)
     elif isinstance(mask, SlotMask):
         n, S = q.shape[1], k.shape[2]
-        if cfg.runtime.attention == "blockwise":   # key blocks of the cache, no [n, S] scores
+        impl = _impl(cfg, "cache", S)
+        if impl == "blockwise":   # key blocks of the cache, no [n, S] scores
             B = q.shape[0]
             pos_q = mask.length[:, None] + jnp.arange(n, dtype=jnp.int32)[None]
             pos_k = jnp.broadcast_to(jnp.arange(S, dtype=jnp.int32), (B, S))
             o = blockwise_attention(q, k, v, t.head_dim ** -0.5, seg_q=jnp.ones((B, n), jnp.int32),
                                     seg_k=jnp.ones((B, S), jnp.int32), pos_q=pos_q, pos_k=pos_k, causal=True)
         else:
-            o = attention_fn(cfg.runtime.attention)(q, k, v, mask.dense(n, S), t.head_dim ** -0.5)
+            o = attention_fn(impl)(q, k, v, mask.dense(n, S), t.head_dim ** -0.5)
     else:
         o = attention_fn(cfg.runtime.attention)(q, k, v, mask, t.head_dim ** -0.5)
     x = x + _dense(o, p["o_kernel"].astype(cd), n_in=2)                   # o [B, n, H, d]
