@@ -12,6 +12,10 @@ Two call sites of ``runtime.attention``, causal grouped attention (8 query heads
   ``--cache`` slots (the sampler's :class:`modeling.SlotMask`): ``xla`` materialises the
   [n, S] mask and scores, ``blockwise`` scans the cache in key blocks.
 
+- ``vision``: the tiny model's whole vision tower, forward + backward, at ``--vision`` patches
+  (16 frames; compiled temporary memory only): ``xla`` materialises each full-attention
+  block's [N, N] frame mask and scores, ``blockwise`` scans key blocks with segment ids.
+
 Prints JSON lines ``{"site", "impl", "length", "rows", "ms", "temp_mib", "ratio_vs_xla"}``; the
 ratio compares times measured in this process (run it alone: timings on a shared machine move).
 ``xla`` training is skipped above ``--xla-max`` tokens (its scores no longer fit).
@@ -72,6 +76,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lengths", default="512,2048,8192")
     ap.add_argument("--cache", default="1024,4096")
+    ap.add_argument("--vision", default="4096,16384,65536", help="vision tower patches (compile only)")
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--head-dim", type=int, default=64)
@@ -112,6 +117,26 @@ def main() -> None:
                 ms, temp = _time(jax.jit(fn), (q, k, v, length), args.reps * 4)
                 base = ms if name == "xla" else base
                 line(site, name, S, n, ms, temp, base)
+    vision_memory([int(x) for x in args.vision.split(",") if x])
+
+
+def vision_memory(sizes) -> None:
+    from vital_jax.models.qwen2_5_vl import ModelConfig, init_params
+    from vital_jax.models.qwen2_5_vl.api import vision_arrays
+    from vital_jax.models.qwen2_5_vl.modeling import encode_vision
+
+    cfg = ModelConfig.tiny(vocab_size=512)
+    params = init_params(cfg, seed=0)[1]["vision"]
+    for N in sizes:
+        side = int(round((N / 16) ** 0.5))
+        grid = (16, side, side)
+        va = vision_arrays(cfg, np.zeros((16 * side * side, 3 * 2 * 14 * 14), np.float32), np.asarray([grid]))
+        for impl in ("xla", "blockwise"):
+            c = cfg.with_runtime(attention=impl)
+            f = jax.jit(jax.grad(lambda p, va, c=c: jnp.sum(encode_vision(c, p, va) ** 2)))
+            temp = f.lower(params, va).compile().memory_analysis().temp_size_in_bytes / 2**20
+            print(json.dumps({"site": "vision", "impl": impl, "length": 16 * side * side, "rows": side * side,
+                              "ms": None, "temp_mib": round(temp, 1), "ratio_vs_xla": None}), flush=True)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,28 @@ def test_causal_gqa_with_left_padding_equals_reference(n, block):
     _check(ref, new, q, k, v, rows)
 
 
+def test_rows_that_see_no_key_output_zero_and_pass_no_gradient():
+    """Padding queries of a left-padded row see no key: output 0 and zero gradient, even when a
+    loss weights them (it once gave p = 1 on every masked key in the backward: gradients l times
+    too large, while the forward looked right)."""
+    rng = np.random.default_rng(5)
+    B, n, H, K, d = 2, 24, 4, 2, 8
+    q, k, v = _qkv(rng, B, n, H, K, d)
+    valid = np.ones((B, n), np.int32)
+    valid[1, :7] = 0
+    valid = jnp.asarray(valid)
+
+    def f(q, k, v):
+        return blockwise_attention(q, k, v, d ** -0.5, seg_q=jnp.ones_like(valid), seg_k=valid, causal=True,
+                                   block_q=8, block_k=8)
+
+    np.testing.assert_array_equal(f(q, k, v)[1, :7], 0.0)
+    empty = jnp.zeros((B, n)).at[1, :7].set(1.0)
+    g = jax.grad(lambda *a: jnp.sum(f(*a) * empty[..., None, None]), argnums=(0, 1, 2))(q, k, v)
+    for x in g:
+        np.testing.assert_array_equal(x, 0.0)
+
+
 @pytest.mark.parametrize("n", [1, 12])
 def test_cache_slots_equal_reference(n):
     """The sampler's calls over a KV cache (decode n = 1, an appended chunk n > 1): rows at their

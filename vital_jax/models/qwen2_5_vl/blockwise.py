@@ -12,7 +12,8 @@ What may attend to what is given by per-token metadata, never by a dense mask:
 ``seg_q [B, n]`` / ``seg_k [B, S]`` (a query sees a key only with an equal segment id: vision
 windows and frames; padding keys get an id no query has) and, when ``causal``, ``pos_q [B, n]`` /
 ``pos_k [B, S]`` (a query sees keys at positions <= its own). A row that sees no key at all (a
-padding query) gets a finite but meaningless output, as with the masked-softmax reference.
+padding query) outputs 0 and passes no gradient (the masked-softmax reference gives it the mean
+of all values instead: both are meaningless, and no real query reads them).
 
 Written by hand because nothing in JAX gives this on CPU: ``jax.nn.dot_product_attention``'s XLA
 path materialises the scores, and the Pallas kernels (splash on TPU, cuDNN on GPU) do not run
@@ -99,8 +100,12 @@ def _forward(q, k, v, seg_q, seg_k, pos_q, pos_k, spec: _Spec, scale: float, cau
         init = (jnp.full((B, K, g, bq), _NEG, jnp.float32), jnp.zeros((B, K, g, bq), jnp.float32),
                 jnp.zeros((B, K, g, bq, d), jnp.float32))
         (m, l, acc), _ = jax.lax.scan(step, init, jnp.arange(nk))
-        outs.append(acc / l[..., None])
-        lses.append(m + jnp.log(l))
+        # a row that sees no key (a padding query) outputs 0 and gets lse = +big, so its backward
+        # p = exp(s - lse) is 0: consistent with the constant output. (m + log(l) would round to
+        # _NEG in float32 and give p = 1 on every masked key: gradients l times too large.)
+        empty = m <= 0.5 * _NEG
+        outs.append(jnp.where(empty[..., None], 0.0, acc / l[..., None]))
+        lses.append(jnp.where(empty, -_NEG, m + jnp.log(l)))
     return jnp.concatenate(outs, axis=3), jnp.concatenate(lses, axis=3)
 
 
