@@ -5,7 +5,7 @@ Prints JSON lines (``{"name", "value", "unit", ...}``, as ``vital bench``):
 1. ``parity_*``: the tiny Qwen2.5-VL (one video, left-padded text rows) on the accelerator
    against the same weights on the host CPU in float32 with ``xla`` attention: max |logit
    difference| for every attention implementation the device runs (``xla``, ``blockwise``,
-   ``auto``, and ``cudnn`` on a GPU) in float32 (matmuls at ``highest`` precision) and bfloat16
+   ``auto``, ``cudnn`` on a GPU, ``splash`` on a TPU) in float32 (matmuls at ``highest`` precision) and bfloat16
    compute, and the gradient of a masked NLL (relative L2 difference of all parameter gradients).
    ``ok`` says whether it is within tolerance (f32: 1e-3 logits, 1e-3 grads; bf16: 0.15 logits,
    0.05 grads, bf16 being ~3 significant digits).
@@ -108,7 +108,8 @@ def parity(args) -> None:
     ref_lg, ref_g = run(base.with_runtime(attention="xla"), cpu, "highest")
     ref_flat = np.concatenate([x.ravel() for x in jax.tree.leaves(ref_g)])
     valid = np.asarray(b["mask"], bool)
-    impls = ["xla", "blockwise", "auto"] + (["cudnn"] if jax.default_backend() == "gpu" else [])
+    backend = jax.default_backend()
+    impls = ["xla", "blockwise", "auto"] + {"gpu": ["cudnn"], "tpu": ["splash"]}.get(backend, [])
     for dtype, lg_tol, g_tol in (("float32", 1e-3, 1e-3), ("bfloat16", 0.15, 0.05)):
         for impl in impls:
             cfg = base.with_runtime(attention=impl, compute_dtype=dtype)

@@ -297,14 +297,15 @@ def attention_bytes(impl: str, *, b: int, H: int, K: int, n: int, d: int) -> tup
       is kept (``b H n 4``); the backward holds float32 dq/dk/dv, the log-sum-exp and the
       ``delta`` rows, and four float32 [block_q, block_k] blocks per head (p, dp, ds, and one
       more XLA keeps alive across the scan; fitted to the compiled step at 256 and 1024 tokens).
-    ``auto`` is whichever of the two it picks at ``n`` rows; other registered implementations
+    ``auto`` is whichever of the two it picks at ``n`` rows, ``splash`` is counted as
+    ``blockwise`` (not checked against a TPU compile); other registered implementations
     get a dense mask: counted as ``xla``.
     """
     from vital_jax.models.qwen2_5_vl.modeling import AUTO_BLOCKWISE_FROM
 
     if impl == "auto":
         impl = "blockwise" if n >= AUTO_BLOCKWISE_FROM["sequence"] else "xla"
-    if impl == "blockwise":
+    if impl in ("blockwise", "splash"):   # splash: the same flash recurrence (its tiles counted as ours)
         blk = min(512, n)        # blockwise_attention's default block_q = block_k
         lse = b * H * n * 4
         return lse, b * n * (H + 2 * K) * d * 4 + 2 * lse + 4 * b * H * blk * blk * 4
@@ -477,7 +478,7 @@ def plan(cfg: RunConfig, mesh_shape: Sequence[int], *, devices: int | None = Non
                      f"divide: each device runs {b_dev} rows (replicated work); make the rows per "
                      f"micro-batch a multiple of {shape[0] * shape[1]}")
     N = max(cfg.data.vision_buckets)
-    if "activations (vision)" in rows and mcfg.vision.fullatt_block_indexes and N > 4096 and rt.attention not in ("blockwise", "auto"):
+    if "activations (vision)" in rows and mcfg.vision.fullatt_block_indexes and N > 4096 and rt.attention not in ("blockwise", "auto", "splash"):
         notes.append(f"the vision tower's full-attention blocks materialise [{N}, {N}] scores per row and head "
                      "(model.attention=blockwise does not)")
     if cfg.stage == "rl":

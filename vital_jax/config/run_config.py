@@ -119,7 +119,8 @@ class ModelSection(Section):
     """Activation checkpointing of each decoder layer: ``none``, ``full`` or ``dots``."""
     attention: Str = "auto"
     """Attention implementation by registry name (``vital_jax.models.qwen2_5_vl.modeling.ATTENTION``):
-    ``auto`` (blockwise at long lengths, xla at short ones), ``xla``, ``blockwise``, ``cudnn``."""
+    ``auto`` (blockwise at long lengths, xla at short ones), ``xla``, ``blockwise``, ``splash``
+    (TPU), ``cudnn`` (GPU)."""
     freeze_vision: Bool = False
     vision_frame_block: Int = 0
     """Banded full-attention blocks of the tower: patches of the largest frame (0: dense)."""

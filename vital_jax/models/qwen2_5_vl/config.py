@@ -92,9 +92,10 @@ class RuntimeOptions:
       :mod:`~vital_jax.models.qwen2_5_vl.blockwise`: no [L, L], [N, N] or [n, S] array in the
       training decoder, the tower's frame attention or the sampler's cached calls), ``"auto"``
       (the default: ``blockwise`` from the lengths where it is no slower on CPU, ``xla`` below;
-      :data:`~vital_jax.models.qwen2_5_vl.modeling.AUTO_BLOCKWISE_FROM`) or ``"cudnn"``
-      (``jax.nn.dot_product_attention``'s cuDNN kernel on a GPU in bf16/f16, else xla with the
-      reason logged). More plug in through
+      :data:`~vital_jax.models.qwen2_5_vl.modeling.AUTO_BLOCKWISE_FROM`), ``"splash"`` (the
+      Pallas TPU kernel, :mod:`~vital_jax.models.qwen2_5_vl.splash`; interpret mode elsewhere)
+      or ``"cudnn"`` (``jax.nn.dot_product_attention``'s cuDNN kernel on a GPU in bf16/f16, else
+      xla with the reason logged). More plug in through
       :func:`vital_jax.models.qwen2_5_vl.modeling.register_attention` (same signature as xla's).
     - ``freeze_vision``: no gradient flows into the vision tower (VITAL's RL setting).
     - ``vision_frame_block``: 0 (default) runs the full-attention vision blocks with a dense

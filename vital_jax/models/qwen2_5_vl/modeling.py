@@ -23,6 +23,7 @@ from flax import nnx
 
 from vital_jax.models.qwen2_5_vl.blockwise import blockwise_attention
 from vital_jax.models.qwen2_5_vl.config import ModelConfig
+from vital_jax.models.qwen2_5_vl.splash import splash_attention
 from vital_jax.registry import Registry
 from vital_jax.sharding import constrain
 
@@ -134,11 +135,23 @@ AUTO_BLOCKWISE_FROM = {"sequence": 2048, "cache": 4096}
 def _impl(cfg: ModelConfig, site: str, keys: int) -> str:
     """The implementation one call runs: ``runtime.attention``, with ``auto`` picking ``blockwise``
     from :data:`AUTO_BLOCKWISE_FROM` keys on (a static shape: decided when tracing) and ``xla``
-    below, and ``cudnn`` falling back by its rule (:func:`cudnn_attention`)."""
+    below, ``splash`` running ``blockwise`` over the KV cache (no splash mask for per-row
+    offsets), and ``cudnn`` falling back by its rule (:func:`cudnn_attention`)."""
     name = ATTENTION.canonical(cfg.runtime.attention)
     if name == "auto":
         return "blockwise" if keys >= AUTO_BLOCKWISE_FROM[site] else "xla"
+    if name == "splash" and site == "cache":
+        return "blockwise"
     return name
+
+
+@register_attention("splash")
+def splash_masked_attention(q: Array, k: Array, v: Array, mask: Array, scale: float) -> Array:
+    """``runtime.attention="splash"`` (:mod:`~vital_jax.models.qwen2_5_vl.splash`): the training
+    decoder and the tower's frame attention call the kernel with causal/segment metadata; the
+    tower's windows come here with a dense [block, 3 * block] band mask and run
+    :func:`xla_attention` (already small)."""
+    return xla_attention(q, k, v, mask, scale)
 
 
 @register_attention("auto")
@@ -448,9 +461,13 @@ def _vision_attention(cfg: ModelConfig, q, k, vv, seg_w, seg_f, is_full) -> Arra
     def frame(q, k, vv):
         if frame_block:
             return _banded_attention(attn, q, k, vv, seg_f, frame_block, scale)
-        if _impl(cfg, "sequence", q.shape[0]) == "blockwise":   # no [N, N] mask or scores
+        impl = _impl(cfg, "sequence", q.shape[0])
+        if impl == "blockwise":   # no [N, N] mask or scores
             return blockwise_attention(q[None], jnp.swapaxes(k, 0, 1)[None], jnp.swapaxes(vv, 0, 1)[None], scale,
                                        seg_q=seg_f[None], seg_k=seg_f[None])[0]
+        if impl == "splash":
+            return splash_attention(q[None], jnp.swapaxes(k, 0, 1)[None], jnp.swapaxes(vv, 0, 1)[None], scale,
+                                    seg_q=seg_f[None], seg_k=seg_f[None], causal=False)[0]
         return attn(q[None], jnp.swapaxes(k, 0, 1)[None], jnp.swapaxes(vv, 0, 1)[None],
                     (seg_f[:, None] == seg_f[None, :])[None], scale)[0]
 
@@ -586,6 +603,9 @@ def _text_layer(cfg: ModelConfig, x, p, kv, *, cos, sin, mask, write_at):
             valid = mask.valid.astype(jnp.int32)
             o = blockwise_attention(q, k, v, t.head_dim ** -0.5, seg_q=jnp.ones_like(valid), seg_k=valid,
                                     causal=True)
+        elif impl == "splash":      # padding its own segment: a padding query sees padding keys
+            valid = mask.valid.astype(jnp.int32)
+            o = splash_attention(q, k, v, t.head_dim ** -0.5, seg_q=valid, seg_k=valid, causal=True)
         else:  # a registered kernel gets the materialised mask
             o = attention_fn(impl)(q, k, v, causal_mask(mask.valid), t.head_dim ** -0.5)
     elif isinstance(mask, SlotMask):
