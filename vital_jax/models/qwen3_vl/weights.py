@@ -1,0 +1,167 @@
+"""Hugging Face Qwen3-VL checkpoints in: one table, HF name <-> our param path.
+
+The machinery is the Qwen2.5 family's (:mod:`vital_jax.models.qwen2_5_vl.weights`): its
+safetensors index (single or sharded files, memory-mapped, names canonicalised so both the
+``model.language_model.* / model.visual.*`` layout that transformers 5 and the Qwen3-VL hub
+checkpoints use and the older ``model.* / visual.*`` one resolve) and its HF -> ours transform
+(``[out, in...]`` linear weights transposed into ``[in..., out...]``). Parameters are built with
+``jax.make_array_from_callback`` into their target sharding, one layer slice at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from vital_jax.models.qwen2_5_vl.weights import CheckpointError, _Index, _get, _set, hf_to_ours
+from vital_jax.models.qwen3_vl import modeling
+from vital_jax.models.qwen3_vl.config import ModelConfig
+
+__all__ = ["CheckpointError", "load_pretrained"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """HF tensor ``hf`` (``{i}`` = index on a stacked axis) <-> param ``path``.
+
+    ``kind``: ``"copy"`` (reshape only) or ``"linear"`` (HF ``[out, in...]`` -> ours
+    ``[in..., out...]``). ``stack``: which stacked axis ``{i}`` runs over: ``"text"`` layers,
+    ``"vision"`` blocks, ``"deepstack"`` mergers, or None for a single tensor.
+    """
+
+    hf: str
+    path: tuple[str, ...]
+    kind: str = "copy"
+    stack: str | None = None
+
+
+def _rules(cfg: ModelConfig) -> list[Rule]:
+    R = Rule
+    rules = [
+        R("model.embed_tokens.weight", ("embed",)),
+        R("model.norm.weight", ("final_norm",)),
+        R("visual.patch_embed.proj.weight", ("vision", "patch_kernel"), "linear"),
+        R("visual.patch_embed.proj.bias", ("vision", "patch_bias")),
+        R("visual.pos_embed.weight", ("vision", "pos_embed")),
+    ]
+    if not cfg.text.tie_word_embeddings:
+        rules.append(R("lm_head.weight", ("lm_head",), "linear"))
+
+    def merger(prefix, path, stack):
+        return [
+            R(prefix + "norm.weight", path + ("norm_scale",), stack=stack),
+            R(prefix + "norm.bias", path + ("norm_bias",), stack=stack),
+            R(prefix + "linear_fc1.weight", path + ("fc1_kernel",), "linear", stack),
+            R(prefix + "linear_fc1.bias", path + ("fc1_bias",), stack=stack),
+            R(prefix + "linear_fc2.weight", path + ("fc2_kernel",), "linear", stack),
+            R(prefix + "linear_fc2.bias", path + ("fc2_bias",), stack=stack),
+        ]
+
+    rules += merger("visual.merger.", ("vision", "merger"), None)
+    if cfg.vision.deepstack_visual_indexes:
+        rules += merger("visual.deepstack_merger_list.{i}.", ("vision", "deepstack"), "deepstack")
+    t, L = "model.layers.{i}.", ("layers",)
+    rules += [R(t + hf, L + (ours,), kind, "text") for hf, ours, kind in (
+        ("input_layernorm.weight", "attn_norm", "copy"),
+        ("self_attn.q_proj.weight", "q_kernel", "linear"),
+        ("self_attn.k_proj.weight", "k_kernel", "linear"),
+        ("self_attn.v_proj.weight", "v_kernel", "linear"),
+        ("self_attn.q_norm.weight", "q_norm", "copy"),
+        ("self_attn.k_norm.weight", "k_norm", "copy"),
+        ("self_attn.o_proj.weight", "o_kernel", "linear"),
+        ("post_attention_layernorm.weight", "mlp_norm", "copy"),
+        ("mlp.gate_proj.weight", "gate_kernel", "linear"),
+        ("mlp.up_proj.weight", "up_kernel", "linear"),
+        ("mlp.down_proj.weight", "down_kernel", "linear"),
+    )]
+    b, V = "visual.blocks.{i}.", ("vision", "blocks")
+    rules += [R(b + hf, V + (ours,), kind, "vision") for hf, ours, kind in (
+        ("norm1.weight", "norm1_scale", "copy"), ("norm1.bias", "norm1_bias", "copy"),
+        ("norm2.weight", "norm2_scale", "copy"), ("norm2.bias", "norm2_bias", "copy"),
+        ("attn.qkv.weight", "qkv_kernel", "linear"), ("attn.qkv.bias", "qkv_bias", "copy"),
+        ("attn.proj.weight", "proj_kernel", "linear"), ("attn.proj.bias", "proj_bias", "copy"),
+        ("mlp.linear_fc1.weight", "fc1_kernel", "linear"), ("mlp.linear_fc1.bias", "fc1_bias", "copy"),
+        ("mlp.linear_fc2.weight", "fc2_kernel", "linear"), ("mlp.linear_fc2.bias", "fc2_bias", "copy"),
+    )]
+    return rules
+
+
+def _count(cfg: ModelConfig, stack: str | None) -> int | None:
+    return {None: None, "text": cfg.text.num_layers, "vision": cfg.vision.depth,
+            "deepstack": len(cfg.vision.deepstack_visual_indexes)}[stack]
+
+
+def _expected(cfg: ModelConfig, abstract: dict) -> dict[str, tuple[Rule, int | None, int]]:
+    """HF name -> (rule, index on the stacked axis or None, expected element count)."""
+    out = {}
+    for rule in _rules(cfg):
+        shape = _get(abstract, rule.path).shape
+        n = _count(cfg, rule.stack)
+        size = int(np.prod(shape[1:] if n is not None else shape))
+        for i in range(n) if n is not None else [None]:
+            out[rule.hf.format(i=i)] = (rule, i, size)
+    return out
+
+
+def load_pretrained(path: str | Path, *, config: ModelConfig | None = None, mesh=None,
+                    strict: bool = True, dtype: str | None = None) -> tuple[ModelConfig, dict]:
+    """``(config, params)`` from an HF-format Qwen3-VL directory (``save_pretrained`` output or a
+    hub snapshot). With ``mesh`` every parameter is created with its NamedSharding from the
+    logical rules; ``dtype`` overrides the param dtype. Tied embeddings: a stored
+    ``lm_head.weight`` is ignored (the embedding is the head)."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: not a directory")
+    if config is None:
+        config = ModelConfig.from_hf_file(directory / "config.json", strict=strict)
+    if dtype is not None:
+        config = config.with_runtime(param_dtype=dtype)
+    idx = _Index(directory)
+    abstract = modeling.abstract_params(config)
+    expected = _expected(config, abstract)
+
+    missing = sorted(set(expected) - set(idx.where))
+    extra = sorted(set(idx.where) - set(expected))
+    if config.text.tie_word_embeddings and "lm_head.weight" in extra:
+        extra.remove("lm_head.weight")
+    if missing:
+        raise CheckpointError(f"{directory}: missing tensor(s) {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+    if extra and strict:
+        raise CheckpointError(f"{directory}: unexpected tensor(s) {extra[:8]}{' ...' if len(extra) > 8 else ''}")
+    for name, (rule, _, size) in expected.items():
+        got = idx.shape(name)
+        # element counts: a linear weight's HF shape is [out, in...] (the conv kernel is 5-D), a
+        # stacked head's is flat; the reshape in hf_to_ours checks the split
+        if int(np.prod(got)) != size:
+            raise CheckpointError(f"{directory}: tensor {name!r} has shape {list(got)}, config expects {size} elements")
+
+    if mesh is not None:
+        shardings = modeling.param_shardings(config, mesh)
+    else:
+        dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        shardings = jax.tree.map(lambda _: dev, abstract)
+
+    by_path: dict[tuple, list] = {}
+    for name, (rule, i, _) in expected.items():
+        by_path.setdefault(rule.path, []).append((i, name, rule))
+
+    params: dict = {}
+    for path, entries in by_path.items():
+        target = _get(abstract, path)
+        np_dtype = np.dtype(target.dtype)
+
+        def block(index, entries=entries, target=target, np_dtype=np_dtype):
+            if entries[0][0] is None:
+                (_, name, rule), = entries
+                return hf_to_ours(rule, idx.get(name), target.shape)[index].astype(np_dtype)
+            order = {i: (n, r) for i, n, r in entries}
+            return np.stack([
+                hf_to_ours(order[i][1], idx.get(order[i][0]), target.shape[1:])[index[1:]].astype(np_dtype)
+                for i in range(target.shape[0])[index[0]]
+            ])
+
+        _set(params, path, jax.make_array_from_callback(target.shape, _get(shardings, path), block))
+    return config, params
