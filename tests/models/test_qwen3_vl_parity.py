@@ -243,3 +243,24 @@ def test_config_refuses_what_it_does_not_implement(untied):
         node[path[-1]] = value
         with pytest.raises(ConfigError):
             ModelConfig.from_hf_dict(bad, strict=False)
+
+
+def test_rope_index_equals_transformers(untied):
+    """Our rope index of this family (vital_jax.models.qwen3_vl.rope) gives transformers'
+    get_rope_index positions on a padded batch: an image row, a timestamped-video row, a text row;
+    a video written as one run (no timestamps) is refused, naming the rule."""
+    from vital_jax.models.qwen3_vl.rope import PositionError, rope_index
+
+    model, cfg, _ = untied
+    rows = [build_input_ids([("text", 5), ("image", IMAGE_GRID), ("text", 4)], seed=3),
+            build_input_ids([("text", 4), ("video_ts", VIDEO_GRID), ("text", 3)], seed=6),
+            build_input_ids([("text", 7)], seed=4)]
+    ids, mask = pad_left(rows)
+    want = _hf_positions(model, ids, mask, image_grids=[IMAGE_GRID], video_grids=[VIDEO_GRID])
+    got, deltas = rope_index(cfg, ids, [IMAGE_GRID], [VIDEO_GRID], mask)
+    sel = mask.astype(bool)
+    np.testing.assert_array_equal(got[:, sel], want[:, sel])
+    assert deltas.tolist() == [int(got[:, b, sel[b]].max()) + 1 - int(sel[b].sum()) for b in range(3)]
+    whole = build_input_ids([("text", 4), ("video", VIDEO_GRID), ("text", 3)], seed=6)[None]
+    with pytest.raises(PositionError, match="one placeholder run per temporal group"):
+        rope_index(cfg, whole, None, [VIDEO_GRID])

@@ -1,12 +1,13 @@
 """Qwen3-VL (dense): Qwen3 decoder with interleaved M-RoPE and DeepStack, and its vision tower.
 
 Parity-tested against transformers' ``Qwen3VLForConditionalGeneration`` (tests/models/
-test_qwen3_vl_parity.py). Not here yet: a rope index of our own (callers pass position ids),
-a KV cache / sampler path, the trainers' integration and export.
+test_qwen3_vl_parity.py), with its own rope index (``rope_index``, equal to transformers'
+``get_rope_index``). Not here yet: a KV cache / sampler path, the trainers' integration, export.
 """
 
 from vital_jax.models.qwen3_vl.api import InputError, forward, visual_token_index
 from vital_jax.models.qwen3_vl.config import ConfigError, ModelConfig, RuntimeOptions, TextConfig, VisionConfig
+from vital_jax.models.qwen3_vl.rope import PositionError, rope_index
 from vital_jax.models.qwen3_vl.modeling import (
     VisionInputs, abstract_params, decode_hidden, embed_tokens, encode_vision, init_params, model_logits,
     mrope_cos_sin, param_logical_axes, param_shardings, vision_inputs,
@@ -14,8 +15,9 @@ from vital_jax.models.qwen3_vl.modeling import (
 from vital_jax.models.qwen3_vl.weights import CheckpointError, load_pretrained
 
 __all__ = [
-    "CheckpointError", "ConfigError", "InputError", "ModelConfig", "RuntimeOptions", "TextConfig", "VisionConfig",
+    "CheckpointError", "ConfigError", "InputError", "ModelConfig", "PositionError", "RuntimeOptions", "TextConfig", "VisionConfig",
     "VisionInputs", "abstract_params", "decode_hidden", "embed_tokens", "encode_vision", "forward", "init_params",
-    "load_pretrained", "model_logits", "mrope_cos_sin", "param_logical_axes", "param_shardings", "vision_inputs",
+    "load_pretrained", "model_logits", "mrope_cos_sin", "param_logical_axes", "param_shardings", "rope_index",
+    "vision_inputs",
     "visual_token_index",
 ]
