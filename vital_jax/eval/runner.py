@@ -237,8 +237,9 @@ def evaluate(
         gets an error observation).
       batch_size: rows decoded together (capped at the number of samples left to run).
       video_root: folder the samples' video paths are relative to (None: paths as written).
-      sampler_config: static shapes; None = :func:`default_sampler_config` for the samples
-        left to run; a mapping = those fields replaced in that default (e.g. cache_length).
+      sampler_config: static shapes; None = :func:`vital_jax.rollout.contract.size_sampler` over
+        the budgets of the samples left to run; a mapping = those fields replaced in that
+        default (e.g. cache_length).
       agent_config: sampling, max turns, tool registry; None = greedy, 3 turns, 1024 tokens.
       video_kwargs / clip_kwargs: ``load_video`` / ``load_clip`` options; None = the
         agent_config's when it has them, else ``EVAL_VIDEO_KWARGS`` / the tool's defaults.
