@@ -237,9 +237,16 @@ def load_pretrained(path: str | Path, *, config: ModelConfig | None = None, mesh
                 f"config expects {list(shape)}"
             )
 
-    if mesh is not None:
-        shardings = modeling.param_shardings(config, mesh)
-    else:
+    shardings = modeling.param_shardings(config, mesh) if mesh is not None else None
+    return config, assemble_params(expected, idx, abstract, shardings)
+
+
+def assemble_params(expected: dict, idx, abstract: dict, shardings: dict | None) -> dict:
+    """The parameter tree from the checkpoint: each array built by ``jax.make_array_from_callback``
+    in its sharding (None: device 0), every shard read through its rule from the memory-mapped
+    index, stacked layers read layer by layer, so a device reads only its shard. ``expected``:
+    HF tensor name -> (rule, layer index or None, size). Both model families' loaders end here."""
+    if shardings is None:
         dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         shardings = jax.tree.map(lambda _: dev, abstract)
 
@@ -266,7 +273,7 @@ def load_pretrained(path: str | Path, *, config: ModelConfig | None = None, mesh
             ])
 
         _set(params, path, jax.make_array_from_callback(target.shape, _get(shardings, path), block))
-    return config, params
+    return params
 
 
 def export_pretrained(config: ModelConfig, params: dict, path: str | Path, *,

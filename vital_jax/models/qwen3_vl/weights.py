@@ -13,10 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import jax
 import numpy as np
 
-from vital_jax.models.qwen2_5_vl.weights import CheckpointError, _Index, _get, _set, hf_to_ours
+from vital_jax.models.qwen2_5_vl.weights import CheckpointError, _Index, _get, assemble_params
 from vital_jax.models.qwen3_vl import modeling
 from vital_jax.models.qwen3_vl.config import ModelConfig
 
@@ -138,30 +137,5 @@ def load_pretrained(path: str | Path, *, config: ModelConfig | None = None, mesh
         if int(np.prod(got)) != size:
             raise CheckpointError(f"{directory}: tensor {name!r} has shape {list(got)}, config expects {size} elements")
 
-    if mesh is not None:
-        shardings = modeling.param_shardings(config, mesh)
-    else:
-        dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        shardings = jax.tree.map(lambda _: dev, abstract)
-
-    by_path: dict[tuple, list] = {}
-    for name, (rule, i, _) in expected.items():
-        by_path.setdefault(rule.path, []).append((i, name, rule))
-
-    params: dict = {}
-    for path, entries in by_path.items():
-        target = _get(abstract, path)
-        np_dtype = np.dtype(target.dtype)
-
-        def block(index, entries=entries, target=target, np_dtype=np_dtype):
-            if entries[0][0] is None:
-                (_, name, rule), = entries
-                return hf_to_ours(rule, idx.get(name), target.shape)[index].astype(np_dtype)
-            order = {i: (n, r) for i, n, r in entries}
-            return np.stack([
-                hf_to_ours(order[i][1], idx.get(order[i][0]), target.shape[1:])[index[1:]].astype(np_dtype)
-                for i in range(target.shape[0])[index[0]]
-            ])
-
-        _set(params, path, jax.make_array_from_callback(target.shape, _get(shardings, path), block))
-    return config, params
+    shardings = modeling.param_shardings(config, mesh) if mesh is not None else None
+    return config, assemble_params(expected, idx, abstract, shardings)
