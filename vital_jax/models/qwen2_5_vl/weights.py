@@ -211,16 +211,30 @@ def load_pretrained(path: str | Path, *, config: ModelConfig | None = None, mesh
     With ``mesh`` every parameter is created directly with its NamedSharding from the logical
     rules; without one it lands on the default device. ``dtype`` overrides the param dtype.
     """
+    def same_shape(name, expected, got):   # HF shapes are exact here
+        return got == expected
+
+    return load_family(path, config_cls=ModelConfig, modeling=modeling, expected_fn=_expected,
+                       shape_ok=same_shape, config=config, mesh=mesh, strict=strict, dtype=dtype)
+
+
+def load_family(path: str | Path, *, config_cls, modeling, expected_fn, shape_ok, config=None, mesh=None,
+                strict: bool = True, dtype: str | None = None):
+    """What every model family's ``load_pretrained`` does, given its pieces: read ``config.json``
+    with ``config_cls`` (unless ``config`` is given), index the safetensors, check that the
+    tensors ``expected_fn(config, abstract)`` names are there (a tied checkpoint's stored
+    ``lm_head.weight`` is ignored; other extras are errors under ``strict``) with shapes
+    ``shape_ok(name, expected, got)`` accepts, then :func:`assemble_params`."""
     directory = Path(path)
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: not a directory")
     if config is None:
-        config = ModelConfig.from_hf_file(directory / "config.json", strict=strict)
+        config = config_cls.from_hf_file(directory / "config.json", strict=strict)
     if dtype is not None:
         config = config.with_runtime(param_dtype=dtype)
     idx = _Index(directory)
     abstract = modeling.abstract_params(config)
-    expected = _expected(config, abstract)
+    expected = expected_fn(config, abstract)
 
     missing = sorted(set(expected) - set(idx.where))
     extra = sorted(set(idx.where) - set(expected))
@@ -230,12 +244,11 @@ def load_pretrained(path: str | Path, *, config: ModelConfig | None = None, mesh
         raise CheckpointError(f"{directory}: missing tensor(s) {missing[:8]}{' ...' if len(missing) > 8 else ''}")
     if extra and strict:
         raise CheckpointError(f"{directory}: unexpected tensor(s) {extra[:8]}{' ...' if len(extra) > 8 else ''}")
-    for name, (_, _, shape) in expected.items():
-        if idx.shape(name) != shape:
-            raise CheckpointError(
-                f"{directory}: tensor {name!r} ({idx.where[name][0]}) has shape {list(idx.shape(name))}, "
-                f"config expects {list(shape)}"
-            )
+    for name, (_, _, want) in expected.items():
+        if not shape_ok(name, want, idx.shape(name)):
+            raise CheckpointError(f"{directory}: tensor {name!r} ({idx.where[name][0]}) has shape "
+                                  f"{list(idx.shape(name))}, config expects {list(want) if isinstance(want, tuple) else want}"
+                                  f"{'' if isinstance(want, tuple) else ' elements'}")
 
     shardings = modeling.param_shardings(config, mesh) if mesh is not None else None
     return config, assemble_params(expected, idx, abstract, shardings)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vital_jax.models.qwen2_5_vl.weights import CheckpointError, _Index, _get, assemble_params
+from vital_jax.models.qwen2_5_vl.weights import CheckpointError, _get, load_family
 from vital_jax.models.qwen3_vl import modeling
 from vital_jax.models.qwen3_vl.config import ModelConfig
 
@@ -111,31 +111,10 @@ def load_pretrained(path: str | Path, *, config: ModelConfig | None = None, mesh
     hub snapshot). With ``mesh`` every parameter is created with its NamedSharding from the
     logical rules; ``dtype`` overrides the param dtype. Tied embeddings: a stored
     ``lm_head.weight`` is ignored (the embedding is the head)."""
-    directory = Path(path)
-    if not directory.is_dir():
-        raise CheckpointError(f"{directory}: not a directory")
-    if config is None:
-        config = ModelConfig.from_hf_file(directory / "config.json", strict=strict)
-    if dtype is not None:
-        config = config.with_runtime(param_dtype=dtype)
-    idx = _Index(directory)
-    abstract = modeling.abstract_params(config)
-    expected = _expected(config, abstract)
-
-    missing = sorted(set(expected) - set(idx.where))
-    extra = sorted(set(idx.where) - set(expected))
-    if config.text.tie_word_embeddings and "lm_head.weight" in extra:
-        extra.remove("lm_head.weight")
-    if missing:
-        raise CheckpointError(f"{directory}: missing tensor(s) {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-    if extra and strict:
-        raise CheckpointError(f"{directory}: unexpected tensor(s) {extra[:8]}{' ...' if len(extra) > 8 else ''}")
-    for name, (rule, _, size) in expected.items():
-        got = idx.shape(name)
+    def same_size(name, size, got):
         # element counts: a linear weight's HF shape is [out, in...] (the conv kernel is 5-D), a
         # stacked head's is flat; the reshape in hf_to_ours checks the split
-        if int(np.prod(got)) != size:
-            raise CheckpointError(f"{directory}: tensor {name!r} has shape {list(got)}, config expects {size} elements")
+        return int(np.prod(got)) == size
 
-    shardings = modeling.param_shardings(config, mesh) if mesh is not None else None
-    return config, assemble_params(expected, idx, abstract, shardings)
+    return load_family(path, config_cls=ModelConfig, modeling=modeling, expected_fn=_expected, shape_ok=same_size,
+                       config=config, mesh=mesh, strict=strict, dtype=dtype)
