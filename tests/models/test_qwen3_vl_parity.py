@@ -264,3 +264,27 @@ def test_rope_index_equals_transformers(untied):
     whole = build_input_ids([("text", 4), ("video", VIDEO_GRID), ("text", 3)], seed=6)[None]
     with pytest.raises(PositionError, match="one placeholder run per temporal group"):
         rope_index(cfg, whole, None, [VIDEO_GRID])
+
+
+def test_stable_entry_points_serve_both_families(untied, tmp_path):
+    """vital_jax.load_pretrained dispatches on config.json's model_type, and vital_jax.forward
+    takes the transformers-named batch for this family too (positions by its own rope index)."""
+    import vital_jax
+    from vital_jax.models.families import FamilyError, load_pretrained as load_any_family
+
+    model, _, _ = untied
+    d = tmp_path / "q3"
+    model.save_pretrained(d)
+    cfg, params = vital_jax.load_pretrained(d)
+    assert isinstance(cfg, ModelConfig)
+    seg = [("text", 5), ("image", IMAGE_GRID), ("text", 4)]
+    ids, mask = pad_left([build_input_ids(seg, seed=3), build_input_ids([("text", 7)], seed=4)])
+    pix = _pixels(IMAGE_GRID, seed=5)
+    ref = _hf_logits(model, ids, _hf_positions(model, ids, mask, image_grids=[IMAGE_GRID]), mask,
+                     pixel_values=pix, image_grid_thw=[IMAGE_GRID])
+    got = vital_jax.forward(cfg, params, {"input_ids": ids, "attention_mask": mask, "pixel_values": pix,
+                                          "image_grid_thw": np.asarray([IMAGE_GRID])})
+    assert _max_diff(got, ref, mask) < ATOL
+    (d / "config.json").write_text((d / "config.json").read_text().replace('"qwen3_vl"', '"qwen9_vl"', 1))
+    with pytest.raises(FamilyError, match="'qwen9_vl' is not implemented"):
+        load_any_family(d)

@@ -1,0 +1,79 @@
+"""The model-family seam: which family (``qwen2_5_vl``, ``qwen3_vl``) a checkpoint or a config
+belongs to, and the stable entry points that dispatch on it (``vital_jax.load_pretrained``,
+``vital_jax.forward``, ``vital_jax.rope_index``). What differs per family lives in its folder;
+this module only routes. (The sampler, trainers and export still serve Qwen2.5-VL only.)
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+from vital_jax.errors import VitalError
+
+# HF ``model_type`` -> our package; the MoE variants (qwen3_vl_moe) would add a line here
+FAMILIES = {"qwen2_5_vl": "vital_jax.models.qwen2_5_vl", "qwen3_vl": "vital_jax.models.qwen3_vl"}
+
+
+class FamilyError(VitalError, ValueError):
+    """A checkpoint whose ``model_type`` no family here implements."""
+
+
+def family_module(model_type: str):
+    if model_type not in FAMILIES:
+        raise FamilyError(f"model_type {model_type!r} is not implemented; known: {', '.join(sorted(FAMILIES))}")
+    return importlib.import_module(FAMILIES[model_type])
+
+
+def model_type_of(path: str | Path) -> str:
+    """``model_type`` of an HF directory's ``config.json`` (Qwen2.5-VL when the file has none)."""
+    f = Path(path) / "config.json"
+    try:
+        d = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return "qwen2_5_vl"   # the family's own loader reports the unreadable file, naming it
+    return str(d.get("model_type") or "qwen2_5_vl")
+
+
+def family_of(config) -> str:
+    """The family of a model config object."""
+    for name, mod in FAMILIES.items():
+        if isinstance(config, importlib.import_module(mod).ModelConfig):
+            return name
+    raise FamilyError(f"{type(config).__name__} is not a model config of a known family")
+
+
+def load_pretrained(path: str | Path, **kw):
+    """``(config, params)`` of an HF directory of any family here, by its ``model_type``."""
+    return family_module(model_type_of(path)).load_pretrained(path, **kw)
+
+
+def rope_index(config, input_ids, image_grid_thw=None, video_grid_thw=None, second_per_grid_ts=None,
+               attention_mask=None):
+    """M-RoPE ``(position_ids[3, B, L], deltas[B])`` by the config's family rule (Qwen3-VL has no
+    seconds per grid: a video group's time is in its text)."""
+    if family_of(config) == "qwen3_vl":
+        return family_module("qwen3_vl").rope_index(config, input_ids, image_grid_thw, video_grid_thw, attention_mask)
+    return family_module("qwen2_5_vl").rope_index(config, input_ids, image_grid_thw, video_grid_thw,
+                                                  second_per_grid_ts, attention_mask)
+
+
+def forward(config, params: dict, batch: dict):
+    """Logits ``[B, L, V]`` (float32) of a transformers-named batch (``input_ids``, optional
+    ``attention_mask`` / ``position_ids`` (used as given, else the family's rope index),
+    ``pixel_values``/``image_grid_thw``, ``pixel_values_videos``/``video_grid_thw``)."""
+    if family_of(config) == "qwen2_5_vl":
+        return family_module("qwen2_5_vl").forward(config, params, batch)
+    q3 = family_module("qwen3_vl")
+    unknown = set(batch) - {"input_ids", "attention_mask", "position_ids", "pixel_values", "image_grid_thw",
+                            "pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "mm_token_type_ids"}
+    if unknown:
+        raise q3.InputError(f"unknown batch key(s) {sorted(unknown)}")
+    pos = batch.get("position_ids")
+    if pos is None:
+        pos, _ = q3.rope_index(config, batch["input_ids"], batch.get("image_grid_thw"), batch.get("video_grid_thw"),
+                               batch.get("attention_mask"))
+    return q3.forward(config, params, batch["input_ids"], pos, batch.get("attention_mask"),
+                      pixel_values=batch.get("pixel_values"), image_grid_thw=batch.get("image_grid_thw"),
+                      pixel_values_videos=batch.get("pixel_values_videos"), video_grid_thw=batch.get("video_grid_thw"))
