@@ -66,8 +66,9 @@ def forward(config, params: dict, batch: dict):
     if family_of(config) == "qwen2_5_vl":
         return family_module("qwen2_5_vl").forward(config, params, batch)
     q3 = family_module("qwen3_vl")
-    unknown = set(batch) - {"input_ids", "attention_mask", "position_ids", "pixel_values", "image_grid_thw",
-                            "pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "mm_token_type_ids"}
+    from vital_jax.models.qwen2_5_vl.api import BATCH_KEYS
+
+    unknown = set(batch) - BATCH_KEYS
     if unknown:
         raise q3.InputError(f"unknown batch key(s) {sorted(unknown)}")
     pos = batch.get("position_ids")

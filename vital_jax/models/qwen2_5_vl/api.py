@@ -87,6 +87,11 @@ def _concat_visual(batch):
     return np.concatenate(pix), np.concatenate(grids)
 
 
+# transformers' names of a VL batch (both families take the same batch)
+BATCH_KEYS = frozenset({"input_ids", "attention_mask", "position_ids", "pixel_values", "image_grid_thw",
+                        "pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "mm_token_type_ids"})
+
+
 def forward(config: ModelConfig, params: dict, batch: dict) -> jax.Array:
     """Logits ``[B, L, V]`` (float32) for a transformers-style batch.
 
@@ -94,8 +99,7 @@ def forward(config: ModelConfig, params: dict, batch: dict) -> jax.Array:
     (computed with :func:`rope_index` when absent), ``pixel_values``/``image_grid_thw``,
     ``pixel_values_videos``/``video_grid_thw``/``second_per_grid_ts``.
     """
-    unknown = set(batch) - {"input_ids", "attention_mask", "position_ids", "pixel_values", "image_grid_thw",
-                            "pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "mm_token_type_ids"}
+    unknown = set(batch) - BATCH_KEYS
     if unknown:
         raise InputError(f"unknown batch key(s) {sorted(unknown)}")
     ids = np.asarray(batch["input_ids"])
