@@ -184,7 +184,7 @@ def test_vision_tower_and_deepstack(untied):
     ref_merged = out.pooler_output.float().numpy()
     ref_ds = [f.float().numpy() for f in out.deepstack_features]
     m = ref_merged.shape[0]
-    vi = modeling.vision_inputs(cfg, pix, grids, pad_to=pix.shape[0] + 8)
+    vi = modeling.vision_arrays(cfg, pix, grids, pad_to=pix.shape[0] + 8)
     merged, ds = jax.jit(modeling.encode_vision, static_argnums=0)(cfg, params["vision"], vi)
     diffs = [float(np.max(np.abs(np.asarray(merged)[:m] - ref_merged)))]
     assert len(ref_ds) == ds.shape[0] == 2

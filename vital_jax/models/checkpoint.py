@@ -8,7 +8,10 @@
   Restoring builds an abstract target with shardings from the logical rules, so a checkpoint
   saved on one mesh restores onto any other (or onto a single device);
 - an **HF directory** (``config.json`` + ``*.safetensors``; what the trainers export and the hub
-  ships), read by :func:`vital_jax.models.qwen2_5_vl.load_pretrained`.
+  ships), read by :func:`vital_jax.models.families.load_pretrained`.
+
+Either model family (Qwen2.5-VL, Qwen3-VL) in either format: ``config.json``'s ``model_type``
+picks the family's config class, parameter tree and shardings (:mod:`vital_jax.models.families`).
 
 Both carry the same side files (:data:`SIDE_FILES`: the tokenizer, the processor/prompt settings
 ``vital_settings.json``), which ``vital convert`` and ``vital export`` copy across, so
@@ -22,9 +25,8 @@ from pathlib import Path
 
 import jax
 
-from vital_jax.models.qwen2_5_vl import modeling
-from vital_jax.models.qwen2_5_vl.config import ModelConfig
 from vital_jax.errors import VitalError
+from vital_jax.models.families import FamilyError, family_module, model_type_of
 
 
 class ModelCheckpointError(VitalError, ValueError):
@@ -54,11 +56,17 @@ def is_vital_checkpoint(directory: str | Path) -> bool:
     return (Path(directory) / "params").is_dir()
 
 
-def load_any(directory: str | Path, *, mesh=None, dtype: str | None = None) -> tuple[ModelConfig, dict]:
-    """``(config, params)`` of a vital checkpoint or an HF directory (see the module doc); a
-    ModelCheckpointError naming the directory when it is neither."""
-    from vital_jax.models.qwen2_5_vl import load_pretrained
+def _family(directory: Path):
+    """The family package of the checkpoint in ``directory``, by its config.json's model_type."""
+    try:
+        return family_module(model_type_of(directory))
+    except FamilyError as e:
+        raise ModelCheckpointError(f"{directory}/config.json: {e}") from None
 
+
+def load_any(directory: str | Path, *, mesh=None, dtype: str | None = None) -> tuple:
+    """``(config, params)`` of a vital checkpoint or an HF directory (see the module doc); a
+    ModelCheckpointError naming the directory when it is neither or its family is unknown."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ModelCheckpointError(f"{directory}: not a directory")
@@ -67,10 +75,10 @@ def load_any(directory: str | Path, *, mesh=None, dtype: str | None = None) -> t
     if not (directory / "config.json").is_file():
         raise ModelCheckpointError(f"{directory}: no config.json (expected a vital_jax checkpoint: config.json + "
                                    "params/, or an HF-format directory: config.json + *.safetensors)")
-    return load_pretrained(directory, mesh=mesh, dtype=dtype)
+    return _family(directory).load_pretrained(directory, mesh=mesh, dtype=dtype)
 
 
-def save_model(directory: str | Path, config: ModelConfig, params: dict) -> Path:
+def save_model(directory: str | Path, config, params: dict) -> Path:
     import orbax.checkpoint as ocp
 
     directory = Path(directory).absolute()
@@ -85,7 +93,7 @@ def save_model(directory: str | Path, config: ModelConfig, params: dict) -> Path
     return directory
 
 
-def load_model(directory: str | Path, *, mesh=None, dtype: str | None = None) -> tuple[ModelConfig, dict]:
+def load_model(directory: str | Path, *, mesh=None, dtype: str | None = None) -> tuple:
     import orbax.checkpoint as ocp
 
     directory = Path(directory).absolute()
@@ -94,12 +102,13 @@ def load_model(directory: str | Path, *, mesh=None, dtype: str | None = None) ->
             f"{directory}: not a vital_jax model checkpoint (needs config.json and params/); "
             "for a Hugging Face directory use load_pretrained"
         )
-    config = ModelConfig.from_hf_file(directory / "config.json")
+    family = _family(directory)
+    config = family.ModelConfig.from_hf_file(directory / "config.json")
     if dtype is not None:
         config = config.with_runtime(param_dtype=dtype)
-    abstract = modeling.abstract_params(config)
+    abstract = family.abstract_params(config)
     if mesh is not None:
-        shardings = modeling.param_shardings(config, mesh)
+        shardings = family.param_shardings(config, mesh)
     else:
         dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         shardings = jax.tree.map(lambda _: dev, abstract)

@@ -1,4 +1,5 @@
-"""``vital convert``: Hugging Face Qwen2.5-VL directory -> vital_jax model checkpoint (Orbax).
+"""``vital convert``: Hugging Face directory (Qwen2.5-VL or Qwen3-VL, by its config.json's
+``model_type``) -> vital_jax model checkpoint (Orbax).
 
 The tokenizer and the input/prompt settings go along (``SIDE_FILES``), so ``vital infer`` and
 ``vital eval`` take the converted checkpoint as they take the HF directory."""
@@ -15,12 +16,13 @@ def add_arguments(p):
 def run(args) -> int:
     from vital_jax.cli import CommandError
     from vital_jax.models.checkpoint import ModelCheckpointError, copy_side_files, save_model
-    from vital_jax.models.qwen2_5_vl import CheckpointError, ConfigError, load_pretrained
+    from vital_jax.models.families import FamilyError, load_pretrained
+    from vital_jax.models.qwen2_5_vl import CheckpointError, ConfigError
 
     try:
         config, params = load_pretrained(args.hf, dtype=args.dtype)
         out = save_model(args.out, config, params)
-    except (CheckpointError, ConfigError, ModelCheckpointError) as e:
+    except (CheckpointError, ConfigError, FamilyError, ModelCheckpointError) as e:
         raise CommandError(str(e)) from e
     side = copy_side_files(args.hf, out)
     n = sum(x.size for x in __import__("jax").tree.leaves(params))

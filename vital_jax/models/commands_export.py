@@ -1,4 +1,6 @@
-"""``vital export``: vital_jax model checkpoint -> Hugging Face directory (config.json + safetensors)."""
+"""``vital export``: vital_jax model checkpoint -> Hugging Face directory (config.json + safetensors),
+in the hub layout of the checkpoint's family (Qwen2.5-VL or Qwen3-VL, by its config.json's
+``model_type``)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ def add_arguments(p):
 def run(args) -> int:
     from vital_jax.cli import CommandError
     from vital_jax.models.checkpoint import ModelCheckpointError, copy_side_files, load_model
-    from vital_jax.models.qwen2_5_vl import ConfigError, export_pretrained
+    from vital_jax.models.families import export_pretrained
+    from vital_jax.models.qwen2_5_vl import ConfigError
 
     try:
         config, params = load_model(args.ckpt)

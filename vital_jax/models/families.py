@@ -1,7 +1,20 @@
 """The model-family seam: which family (``qwen2_5_vl``, ``qwen3_vl``) a checkpoint or a config
 belongs to, and the stable entry points that dispatch on it (``vital_jax.load_pretrained``,
-``vital_jax.forward``, ``vital_jax.rope_index``). What differs per family lives in its folder;
-this module only routes. (The sampler, trainers and export still serve Qwen2.5-VL only.)
+``vital_jax.forward``, ``vital_jax.rope_index``, ``vital_jax.export_pretrained``). What differs
+per family lives in its folder; this module only routes.
+
+Every family package exports the same names, which the sampler and the trainers use through
+:func:`package_of` / :func:`modeling_of` without knowing the family:
+
+- host side (package): ``ModelConfig``, ``VisionArrays``, ``vision_arrays(cfg, pixels, grids,
+  pad_to)``, ``visual_positions(cfg, ids, visuals, start=0)``, ``TEXT_TIMESTAMPS`` (whether the
+  family writes a video's time as text before each temporal group), ``init_params``,
+  ``abstract_params``, ``param_shardings``, ``load_pretrained``;
+- device side (``modeling``): ``encode_vision(cfg, vparams, arrays)`` -> visual features (a pytree
+  whose leaves have visual tokens on axis -2), ``hidden_states(cfg, params, ids, features,
+  vis_index, positions, mask, cache=None, write_at=None)`` -> ``(hidden, cache)``,
+  ``zero_features(cfg, tokens)``, ``lm_logits``, ``target_logprobs``, ``KVCache``,
+  ``CausalMask``, ``SlotMask`` (the last three are one shared class each).
 """
 
 from __future__ import annotations
@@ -44,9 +57,25 @@ def family_of(config) -> str:
     raise FamilyError(f"{type(config).__name__} is not a model config of a known family")
 
 
+def package_of(config):
+    """The family package of a model config (see the module docstring for what it exports)."""
+    return family_module(family_of(config))
+
+
+def modeling_of(config):
+    """The family's device-side module (``encode_vision``, ``hidden_states``, ...)."""
+    return package_of(config).modeling
+
+
 def load_pretrained(path: str | Path, **kw):
     """``(config, params)`` of an HF directory of any family here, by its ``model_type``."""
     return family_module(model_type_of(path)).load_pretrained(path, **kw)
+
+
+def export_pretrained(config, params: dict, path: str | Path, **kw) -> Path:
+    """Write ``params`` as an HF directory (``config.json`` + safetensors) in the hub layout of the
+    config's family; ``kw``: ``max_shard_bytes``, ``dtype``."""
+    return family_module(family_of(config)).export_pretrained(config, params, path, **kw)
 
 
 def rope_index(config, input_ids, image_grid_thw=None, video_grid_thw=None, second_per_grid_ts=None,

@@ -573,18 +573,15 @@ def _dense(x: Array, w: Array, n_in: int = 1) -> Array:
     return y.reshape(lead + out)
 
 
-def _text_layer(cfg: ModelConfig, x, p, kv, *, cos, sin, mask, write_at):
+def attend(cfg, q: Array, k: Array, v: Array, kv, *, mask, write_at) -> tuple[Array, Any]:
+    """A decoder layer's attention, shared by the model families: q [B, n, H, d]; this chunk's
+    k, v [B, K, n, d]; ``kv`` the layer's cache ``(k, v)`` [B, K, S, d] or None. With a cache the
+    chunk's keys are written at ``write_at[B]`` first. ``mask``: :class:`CausalMask` (a whole
+    sequence, no cache), :class:`SlotMask` (a chunk in a cache) or a dense [B, n, S] bool array;
+    the kernel is ``runtime.attention`` resolved per site (:func:`_impl`).
+    Returns ``(o [B, n, H, d], new (k, v) or None)``."""
     t = cfg.text
     cd = cfg.runtime.compute_dtype
-    h = rms_norm(x, p["attn_norm"], t.rms_norm_eps)
-    q = _dense(h, p["q_kernel"].astype(cd)) + p["q_bias"].astype(cd)    # [B, n, H, d]
-    k = _dense(h, p["k_kernel"].astype(cd)) + p["k_bias"].astype(cd)    # [B, n, K, d]
-    v = _dense(h, p["v_kernel"].astype(cd)) + p["v_bias"].astype(cd)
-    q = q * cos[:, :, None] + rotate_half(q) * sin[:, :, None]
-    k = k * cos[:, :, None] + rotate_half(k) * sin[:, :, None]
-    q = constrain(q, ("batch", "seq", "act_heads", None))
-    k = jnp.swapaxes(k, 1, 2)                                             # [B, K, n, d]
-    v = jnp.swapaxes(v, 1, 2)
     if kv is not None:
         k_all = _write_rows(kv[0], k.astype(kv[0].dtype), write_at)
         v_all = _write_rows(kv[1], v.astype(kv[1].dtype), write_at)
@@ -621,6 +618,20 @@ def _text_layer(cfg: ModelConfig, x, p, kv, *, cos, sin, mask, write_at):
             o = attention_fn(impl)(q, k, v, mask.dense(n, S), t.head_dim ** -0.5)
     else:
         o = attention_fn(cfg.runtime.attention)(q, k, v, mask, t.head_dim ** -0.5)
+    return o, new_kv
+
+
+def _text_layer(cfg: ModelConfig, x, p, kv, *, cos, sin, mask, write_at):
+    t = cfg.text
+    cd = cfg.runtime.compute_dtype
+    h = rms_norm(x, p["attn_norm"], t.rms_norm_eps)
+    q = _dense(h, p["q_kernel"].astype(cd)) + p["q_bias"].astype(cd)    # [B, n, H, d]
+    k = _dense(h, p["k_kernel"].astype(cd)) + p["k_bias"].astype(cd)    # [B, n, K, d]
+    v = _dense(h, p["v_kernel"].astype(cd)) + p["v_bias"].astype(cd)
+    q = q * cos[:, :, None] + rotate_half(q) * sin[:, :, None]
+    k = k * cos[:, :, None] + rotate_half(k) * sin[:, :, None]
+    q = constrain(q, ("batch", "seq", "act_heads", None))
+    o, new_kv = attend(cfg, q, jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2), kv, mask=mask, write_at=write_at)
     x = x + _dense(o, p["o_kernel"].astype(cd), n_in=2)                   # o [B, n, H, d]
     h = rms_norm(x, p["mlp_norm"], t.rms_norm_eps)
     g = _dense(h, p["gate_kernel"].astype(cd))
@@ -662,6 +673,22 @@ def decode_hidden(cfg: ModelConfig, params: dict, x: Array, position_ids: Array,
     x, new = _run_stack(layer, x, params["layers"], kvs, scan=rt.scan_layers, remat=rt.remat)
     x = rms_norm(x, params["final_norm"], t.rms_norm_eps)
     return x, (None if cache is None else KVCache(*new))
+
+
+def hidden_states(cfg: ModelConfig, params: dict, input_ids: Array, vis: Array | None, vis_index: Array | None,
+                  position_ids: Array, mask, cache: KVCache | None = None, write_at: Array | None = None):
+    """Token ids -> ``(final-normed hidden states, updated cache)``: the decoder entry every model
+    family exports with this signature (the sampler and trainers call it through
+    :mod:`vital_jax.models.families`). ``vis`` is what this family's :func:`encode_vision`
+    returns (here the merged embeddings [M, D]), taken at ``vis_index >= 0``."""
+    x = embed_tokens(cfg, params, input_ids, vis, vis_index)
+    return decode_hidden(cfg, params, x, position_ids, mask, cache, write_at)
+
+
+def zero_features(cfg: ModelConfig, tokens: int) -> np.ndarray:
+    """Placeholder visual features of ``tokens`` rows, shaped like :func:`encode_vision`'s output
+    (a call without visual items still passes features, so its program is the one with them)."""
+    return np.zeros((tokens, cfg.text.hidden_size), np.float32)
 
 
 def lm_logits(cfg: ModelConfig, params: dict, h: Array) -> Array:

@@ -8,6 +8,9 @@ memory. Every name and shape is checked against the table before any array is bu
 
 ``export_pretrained`` writes ``config.json`` + safetensors in the hub layout (``model.layers.*``,
 ``visual.*``) that transformers and vLLM load.
+
+Both model families load through :func:`load_family` and export through :func:`export_family`;
+each passes its own table (``expected_fn``), modeling module and, for export, its hub names.
 """
 
 from __future__ import annotations
@@ -192,16 +195,23 @@ def _expected(cfg: ModelConfig, abstract: dict) -> dict[str, tuple[Rule, int | N
     for rule in _rules(cfg):
         ours = _get(abstract, rule.path).shape
         n = _n_layers(cfg, rule)
-        one = ours[1:] if n is not None else ours
-        if rule.kind == "linear":
-            n_in = int(np.prod(one[:rule.n_in]))
-            hf_shape = rule.hf_shape(cfg) if rule.hf_shape else (int(np.prod(one)) // n_in, n_in)
-        else:
-            # HF biases are flat; ours keep the head axes ([H, d], [3, H, d])
-            hf_shape = (int(np.prod(one)),) if rule.hf.endswith(".bias") else tuple(one)
+        shape = hf_shape(rule, ours[1:] if n is not None else ours, cfg)
         for i in range(n) if n is not None else [None]:
-            out[rule.hf.format(i=i)] = (rule, i, tuple(hf_shape))
+            out[rule.hf.format(i=i)] = (rule, i, shape)
     return out
+
+
+def hf_shape(rule, one: tuple[int, ...], cfg) -> tuple[int, ...]:
+    """HF shape of the tensor whose param (one layer of it, when stacked) has shape ``one``: a
+    linear weight is ``[out, in]`` with ``rule.n_in`` leading input dims (or ``rule.hf_shape``,
+    e.g. the 5-D patch conv); a bias is flat (ours keep the head axes, ``[H, d]``, ``[3, H, d]``);
+    anything else is stored as ours."""
+    if rule.kind == "linear":
+        if rule.hf_shape:
+            return tuple(rule.hf_shape(cfg))
+        n_in = int(np.prod(one[:rule.n_in]))
+        return (int(np.prod(one)) // n_in, n_in)
+    return (int(np.prod(one)),) if rule.hf.endswith(".bias") else tuple(one)
 
 
 def load_pretrained(path: str | Path, *, config: ModelConfig | None = None, mesh=None,
@@ -291,25 +301,45 @@ def assemble_params(expected: dict, idx, abstract: dict, shardings: dict | None)
 
 def export_pretrained(config: ModelConfig, params: dict, path: str | Path, *,
                       max_shard_bytes: int = 4 * 2**30, dtype: str | None = None) -> Path:
-    """Write ``config.json`` + safetensors (sharded above ``max_shard_bytes``) in the hub layout."""
+    """Write ``config.json`` + safetensors (sharded above ``max_shard_bytes``) in the hub layout
+    (``model.*``, ``visual.*``: the table's own names)."""
+    return export_family(config, params, path, modeling=modeling, expected_fn=_expected,
+                         max_shard_bytes=max_shard_bytes, dtype=dtype)
+
+
+def export_family(config, params: dict, path: str | Path, *, modeling, expected_fn,
+                  hf_name: Callable[[str], str] = lambda name: name, max_shard_bytes: int = 4 * 2**30,
+                  dtype: str | None = None) -> Path:
+    """What every model family's ``export_pretrained`` does, given its pieces: for each tensor
+    ``expected_fn(config, abstract)`` names, fetch its param (one layer at a time when stacked, so
+    the host holds one layer's slice, not the whole stack, per tensor), turn it into the HF layout
+    (:func:`ours_to_hf`, :func:`hf_shape`), cast to ``dtype`` if given, store it as
+    ``hf_name(name)``; files are cut before ``max_shard_bytes`` (several files get a
+    ``model.safetensors.index.json``); ``config.json`` is ``config.to_hf_dict()``."""
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
     np_dtype = None if dtype is None else np.dtype(jnp.dtype(dtype))
     abstract = modeling.abstract_params(config)
-    expected = _expected(config, abstract)
     shards: list[dict[str, np.ndarray]] = [{}]
     size = 0
-    for name, (rule, i, shape) in expected.items():
-        arr = np.asarray(jax.device_get(_get(params, rule.path)))
-        if i is not None:
-            arr = arr[i]
-        w = ours_to_hf(rule, arr, config).reshape(shape)
+    for name, (rule, i, _) in expected_fn(config, abstract).items():
+        where = "/".join(rule.path)
+        try:
+            leaf = _get(params, rule.path)
+        except (KeyError, TypeError):
+            raise CheckpointError(f"params have no {where!r} (HF tensor {name!r})") from None
+        want = _get(abstract, rule.path).shape
+        if tuple(leaf.shape) != tuple(want):
+            raise CheckpointError(f"param {where!r} (HF tensor {name!r}) has shape {list(leaf.shape)}, "
+                                  f"config expects {list(want)}")
+        arr = np.asarray(jax.device_get(leaf if i is None else leaf[i]))
+        w = ours_to_hf(rule, arr, config).reshape(hf_shape(rule, arr.shape, config))
         if np_dtype is not None:
             w = w.astype(np_dtype)
         if size + w.nbytes > max_shard_bytes and shards[-1]:
             shards.append({})
             size = 0
-        shards[-1][name] = w
+        shards[-1][hf_name(name)] = w
         size += w.nbytes
     cfg_dict = config.to_hf_dict()
     if np_dtype is not None:

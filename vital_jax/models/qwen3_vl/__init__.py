@@ -2,22 +2,26 @@
 
 Parity-tested against transformers' ``Qwen3VLForConditionalGeneration`` (tests/models/
 test_qwen3_vl_parity.py), with its own rope index (``rope_index``, equal to transformers'
-``get_rope_index``). Not here yet: a KV cache / sampler path, the trainers' integration, export.
+``get_rope_index``). Exports the family protocol of :mod:`vital_jax.models.families`.
 """
 
 from vital_jax.models.qwen3_vl.api import InputError, forward, visual_token_index
 from vital_jax.models.qwen3_vl.config import ConfigError, ModelConfig, RuntimeOptions, TextConfig, VisionConfig
-from vital_jax.models.qwen3_vl.rope import PositionError, rope_index
+from vital_jax.models.qwen3_vl import modeling
+from vital_jax.models.qwen3_vl.rope import PositionError, rope_index, visual_positions
 from vital_jax.models.qwen3_vl.modeling import (
-    VisionInputs, abstract_params, decode_hidden, embed_tokens, encode_vision, init_params, model_logits,
-    mrope_cos_sin, param_logical_axes, param_shardings, vision_inputs,
+    KVCache, VisionArrays, abstract_params, decode_hidden, embed_tokens, encode_vision, init_params, model_logits,
+    mrope_cos_sin, param_logical_axes, param_shardings, vision_arrays,
 )
-from vital_jax.models.qwen3_vl.weights import CheckpointError, load_pretrained
+from vital_jax.models.qwen3_vl.weights import CheckpointError, export_pretrained, load_pretrained
+
+#: a video is written ``<t seconds><|vision_start|>...<|vision_end|>`` per temporal group
+TEXT_TIMESTAMPS = True
 
 __all__ = [
-    "CheckpointError", "ConfigError", "InputError", "ModelConfig", "PositionError", "RuntimeOptions", "TextConfig", "VisionConfig",
-    "VisionInputs", "abstract_params", "decode_hidden", "embed_tokens", "encode_vision", "forward", "init_params",
-    "load_pretrained", "model_logits", "mrope_cos_sin", "param_logical_axes", "param_shardings", "rope_index",
-    "vision_inputs",
+    "TEXT_TIMESTAMPS", "CheckpointError", "ConfigError", "InputError", "KVCache", "ModelConfig", "PositionError",
+    "RuntimeOptions", "TextConfig", "VisionArrays", "VisionConfig", "abstract_params", "decode_hidden", "embed_tokens",
+    "encode_vision", "export_pretrained", "forward", "init_params", "load_pretrained", "model_logits", "modeling",
+    "mrope_cos_sin", "param_logical_axes", "param_shardings", "rope_index", "vision_arrays", "visual_positions",
     "visual_token_index",
 ]

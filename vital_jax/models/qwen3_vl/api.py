@@ -47,5 +47,5 @@ def forward(cfg: ModelConfig, params: dict, input_ids, position_ids, attention_m
     vision = vis_index = None
     if pix:
         vis_index = visual_token_index(cfg, ids, image_grid_thw, video_grid_thw)
-        vision = modeling.vision_inputs(cfg, np.concatenate(pix), np.concatenate(grids))
+        vision = modeling.vision_arrays(cfg, np.concatenate(pix), np.concatenate(grids))
     return np.asarray(_logits(cfg, params, ids, pos, mask, vision, vis_index))

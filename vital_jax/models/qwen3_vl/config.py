@@ -26,7 +26,7 @@ from typing import Any
 
 from vital_jax.models.qwen2_5_vl.config import ConfigError, RuntimeOptions
 
-__all__ = ["ConfigError", "ModelConfig", "RuntimeOptions", "TextConfig", "VisionConfig"]
+__all__ = ["ConfigError", "ModelConfig", "PRESETS", "RuntimeOptions", "TextConfig", "VisionConfig"]
 
 # activation names transformers uses for the vision MLP -> whether jax.nn.gelu takes the tanh form
 _GELU_APPROX = {"gelu_pytorch_tanh": True, "gelu_new": True, "gelu": False}
@@ -130,6 +130,46 @@ class ModelConfig:
     def with_runtime(self, **kw) -> "ModelConfig":
         return dataclasses.replace(self, runtime=dataclasses.replace(self.runtime, **kw))
 
+    def to_hf_dict(self) -> dict[str, Any]:
+        """The nested ``config.json`` transformers' ``Qwen3VLConfig`` reads (and that
+        :meth:`from_hf_dict` reads back to this config; the runtime options are ours, only the
+        param dtype is written, as ``dtype``)."""
+        t, v = self.text, self.vision
+        dtype = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}.get(
+            self.runtime.param_dtype, "float32")
+        text_config = {
+            "model_type": "qwen3_vl_text",
+            "vocab_size": t.vocab_size, "hidden_size": t.hidden_size, "intermediate_size": t.intermediate_size,
+            "num_hidden_layers": t.num_layers, "num_attention_heads": t.num_heads,
+            "num_key_value_heads": t.num_kv_heads, "head_dim": t.head_dim, "hidden_act": "silu",
+            "max_position_embeddings": t.max_position_embeddings, "rms_norm_eps": t.rms_norm_eps,
+            "rope_parameters": {"rope_type": "default", "rope_theta": t.rope_theta,
+                                "mrope_section": list(t.mrope_section), "mrope_interleaved": True},
+            "attention_bias": False, "attention_dropout": 0.0,
+            "eos_token_id": self.eos_token_id, "pad_token_id": self.pad_token_id,
+            "bos_token_id": None,  # Qwen3-VL has none; transformers' default id may exceed a small vocab
+        }
+        vision_config = {
+            "model_type": "qwen3_vl_vision",
+            "depth": v.depth, "hidden_size": v.hidden_size, "intermediate_size": v.intermediate_size,
+            "num_heads": v.num_heads, "out_hidden_size": v.out_hidden_size, "patch_size": v.patch_size,
+            "temporal_patch_size": v.temporal_patch_size, "spatial_merge_size": v.spatial_merge_size,
+            "in_channels": v.in_channels, "num_position_embeddings": v.num_position_embeddings,
+            "deepstack_visual_indexes": list(v.deepstack_visual_indexes), "hidden_act": v.hidden_act,
+            "rope_parameters": {"rope_type": "axial", "rope_theta": v.rope_theta},
+        }
+        return {
+            "architectures": ["Qwen3VLForConditionalGeneration"],
+            "model_type": "qwen3_vl",
+            "dtype": dtype,
+            "text_config": text_config,
+            "vision_config": vision_config,
+            "image_token_id": self.image_token_id, "video_token_id": self.video_token_id,
+            "vision_start_token_id": self.vision_start_token_id, "vision_end_token_id": self.vision_end_token_id,
+            # top level: the flag transformers ties the head by (from_hf_dict reads it there first)
+            "tie_word_embeddings": t.tie_word_embeddings,
+        }
+
     # ---- presets -------------------------------------------------------------------------
     @staticmethod
     def tiny(**text_overrides) -> "ModelConfig":
@@ -151,6 +191,14 @@ class ModelConfig:
         )
 
     @staticmethod
+    def preset(name: str) -> "ModelConfig":
+        """The released dense sizes: ``"2b"``, ``"4b"``, ``"8b"``, ``"32b"`` (see :data:`PRESETS`)."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown Qwen3-VL preset {name!r}; known: {sorted(PRESETS)}")
+        text, vision = PRESETS[name]
+        return ModelConfig(text=TextConfig(**text), vision=VisionConfig(**vision))
+
+    @staticmethod
     def from_hf_dict(d: dict[str, Any], *, source: str = "config", strict: bool = True) -> "ModelConfig":
         return _from_hf_dict(d, source=source, strict=strict)
 
@@ -166,6 +214,37 @@ class ModelConfig:
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}: not valid JSON ({e})") from e
         return _from_hf_dict(d, source=str(path), strict=strict)
+
+
+def _preset(*, hidden, layers, heads, kv_heads, mlp, tie, v_depth, v_hidden, v_mlp, deepstack):
+    text = dict(vocab_size=151_936, hidden_size=hidden, intermediate_size=mlp, num_layers=layers,
+                num_heads=heads, num_kv_heads=kv_heads, head_dim=128, rope_theta=5_000_000.0,
+                mrope_section=(24, 20, 20), mrope_interleaved=True, rms_norm_eps=1e-6,
+                tie_word_embeddings=tie, max_position_embeddings=262_144)
+    vision = dict(depth=v_depth, hidden_size=v_hidden, intermediate_size=v_mlp, num_heads=16,
+                  out_hidden_size=hidden, patch_size=16, temporal_patch_size=2, spatial_merge_size=2,
+                  in_channels=3, num_position_embeddings=2304, deepstack_visual_indexes=deepstack,
+                  hidden_act="gelu_pytorch_tanh")
+    return text, vision
+
+
+# The released dense models, from the ``config.json`` of Qwen/Qwen3-VL-{2B,4B,8B,32B}-Instruct on
+# the Hugging Face hub (read from verbatim copies of those files in public repositories; the hub
+# itself is not reachable from here). Shared by all four: vocab 151936, head_dim 128, rope_theta
+# 5e6, mrope_section [24, 20, 20] interleaved, rms_norm_eps 1e-6, max_position_embeddings 262144;
+# vision 16 heads, 16 px patches, temporal 2, merge 2, 2304 position embeddings,
+# gelu_pytorch_tanh. The two small ones tie the lm head to the embeddings and share the 24-block
+# 1024-wide tower; the 8B/32B use the 27-block 1152-wide one (as does Qwen3-VL-30B-A3B).
+PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "2b": _preset(hidden=2048, layers=28, heads=16, kv_heads=8, mlp=6144, tie=True,
+                  v_depth=24, v_hidden=1024, v_mlp=4096, deepstack=(5, 11, 17)),
+    "4b": _preset(hidden=2560, layers=36, heads=32, kv_heads=8, mlp=9728, tie=True,
+                  v_depth=24, v_hidden=1024, v_mlp=4096, deepstack=(5, 11, 17)),
+    "8b": _preset(hidden=4096, layers=36, heads=32, kv_heads=8, mlp=12288, tie=False,
+                  v_depth=27, v_hidden=1152, v_mlp=4304, deepstack=(8, 16, 24)),
+    "32b": _preset(hidden=5120, layers=64, heads=64, kv_heads=8, mlp=25600, tie=False,
+                   v_depth=27, v_hidden=1152, v_mlp=4304, deepstack=(8, 16, 24)),
+}
 
 
 # Keys of real configs that change nothing in the forward pass (framework/training knobs) or that

@@ -23,8 +23,8 @@ from flax import nnx
 
 from vital_jax.models.qwen2_5_vl.blockwise import blockwise_attention
 from vital_jax.models.qwen2_5_vl.modeling import (
-    CausalMask, _banded_attention, _check_frames_fit, _dense, _impl, _param, _run_stack, _unflatten,
-    attention_fn, causal_mask, lm_logits, rms_norm, rotate_half, vision_cos_sin, xla_causal_attention,
+    CausalMask, KVCache, SlotMask, _banded_attention, _check_frames_fit, _dense, _impl, _param, _run_stack,
+    _unflatten, attend, attention_fn, lm_logits, rms_norm, rotate_half, target_logprobs, vision_cos_sin,
 )
 from vital_jax.models.qwen2_5_vl.splash import splash_attention
 from vital_jax.models.qwen3_vl.config import ModelConfig
@@ -33,9 +33,9 @@ from vital_jax.sharding import constrain
 Array = jax.Array
 
 __all__ = [
-    "VisionInputs", "abstract_params", "decode_hidden", "embed_tokens", "encode_vision", "init_params",
-    "layer_norm", "lm_logits", "model_logits", "mrope_cos_sin", "param_logical_axes", "param_shardings",
-    "vision_inputs",
+    "CausalMask", "KVCache", "SlotMask", "VisionArrays", "abstract_params", "decode_hidden", "embed_tokens",
+    "encode_vision", "hidden_states", "init_params", "layer_norm", "lm_logits", "model_logits", "mrope_cos_sin",
+    "param_logical_axes", "param_shardings", "target_logprobs", "vision_arrays", "zero_features",
 ]
 
 
@@ -204,8 +204,8 @@ def mrope_cos_sin(position_ids: Array, head_dim: int, theta: float, section, dty
 # ---------------------------------------------------------------------------------------------
 # vision tower
 # ---------------------------------------------------------------------------------------------
-class VisionInputs(NamedTuple):
-    """Device-side vision inputs (host-computed by :func:`vision_inputs`), patches in HF order:
+class VisionArrays(NamedTuple):
+    """Device-side vision inputs (host-computed by :func:`vision_arrays`), patches in HF order:
     items in order, per item (t, h-block, w-block, row-in-block, col-in-block)."""
 
     pixels: Array       # [N, patch_dim] f32, zero rows for padding
@@ -226,7 +226,7 @@ def _axis_taps(index: np.ndarray, size: np.ndarray, side: int) -> tuple[np.ndarr
     return taps, w.astype(np.float32)
 
 
-def vision_inputs(cfg: ModelConfig, pixel_values, grid_thw, pad_to: int | None = None) -> VisionInputs:
+def vision_arrays(cfg: ModelConfig, pixel_values, grid_thw, pad_to: int | None = None) -> VisionArrays:
     """Pixels ``[N, patch_dim]`` (HF order) + grids ``[n, 3]`` -> the tower's arrays, padded to
     ``pad_to`` patches (a multiple of the merge unit) for static shapes."""
     v = cfg.vision
@@ -264,7 +264,7 @@ def vision_inputs(cfg: ModelConfig, pixel_values, grid_thw, pad_to: int | None =
             frame += 1
     pix = np.zeros((total, v.patch_dim), np.float32)
     pix[:n] = pixel_values
-    return VisionInputs(jnp.asarray(pix), jnp.asarray(seg), jnp.asarray(rot), jnp.asarray(idx), jnp.asarray(wts))
+    return VisionArrays(jnp.asarray(pix), jnp.asarray(seg), jnp.asarray(rot), jnp.asarray(idx), jnp.asarray(wts))
 
 
 def _frame_attention(cfg: ModelConfig, q: Array, k: Array, vv: Array, seg: Array) -> Array:
@@ -312,7 +312,7 @@ def _merge(cfg: ModelConfig, x: Array, p: dict, *, postshuffle: bool) -> Array:
     return h @ p["fc2_kernel"].astype(cd) + p["fc2_bias"].astype(cd)
 
 
-def encode_vision(cfg: ModelConfig, vparams: dict, vi: VisionInputs) -> tuple[Array, Array | None]:
+def encode_vision(cfg: ModelConfig, vparams: dict, vi: VisionArrays) -> tuple[Array, Array | None]:
     """``(merged [M, D], deepstack [G, M, D] or None)``, rows in placeholder order (padding last).
 
     ``deepstack[g]`` comes from block ``sorted(deepstack_visual_indexes)[g]`` through the merger
@@ -354,25 +354,10 @@ def encode_vision(cfg: ModelConfig, vparams: dict, vi: VisionInputs) -> tuple[Ar
 # ---------------------------------------------------------------------------------------------
 # text decoder
 # ---------------------------------------------------------------------------------------------
-def _decoder_attention(cfg: ModelConfig, q: Array, k: Array, v: Array, mask) -> Array:
-    """q [B, n, H, d]; k, v [B, K, n, d] -> [B, n, H, d], by ``runtime.attention`` as the Qwen2.5
-    decoder dispatches it: a :class:`CausalMask` takes the causal kernels, an array is a dense
-    [B, n, n] mask for any registered implementation."""
-    scale = cfg.text.head_dim ** -0.5
-    if not isinstance(mask, CausalMask):
-        return attention_fn(cfg.runtime.attention)(q, k, v, mask, scale)
-    impl = _impl(cfg, "sequence", q.shape[1])
-    valid = mask.valid.astype(jnp.int32)
-    if impl == "xla":
-        return jnp.swapaxes(xla_causal_attention(q, k, v, mask.valid, scale), 1, 2)
-    if impl == "blockwise":
-        return blockwise_attention(q, k, v, scale, seg_q=jnp.ones_like(valid), seg_k=valid, causal=True)
-    if impl == "splash":
-        return splash_attention(q, k, v, scale, seg_q=valid, seg_k=valid, causal=True)
-    return attention_fn(impl)(q, k, v, causal_mask(mask.valid), scale)
-
-
-def _text_layer(cfg: ModelConfig, x: Array, p: dict, ds: Array | None, *, cos, sin, mask, vis_index) -> Array:
+def _text_layer(cfg: ModelConfig, x: Array, p: dict, extra, *, cos, sin, mask, write_at, vis_index):
+    """One decoder layer; ``extra = (kv, ds)``: the layer's cache ``(k, v)`` or None, and its
+    DeepStack feature [M, D] or None. Returns ``(x, new kv)``."""
+    kv, ds = extra
     t = cfg.text
     cd = cfg.runtime.compute_dtype
     h = rms_norm(x, p["attn_norm"], t.rms_norm_eps)
@@ -383,7 +368,7 @@ def _text_layer(cfg: ModelConfig, x: Array, p: dict, ds: Array | None, *, cos, s
     q = q * cos[:, :, None] + rotate_half(q) * sin[:, :, None]
     k = k * cos[:, :, None] + rotate_half(k) * sin[:, :, None]
     q = constrain(q, ("batch", "seq", "act_heads", None))
-    o = _decoder_attention(cfg, q, jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2), mask)
+    o, new_kv = attend(cfg, q, jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2), kv, mask=mask, write_at=write_at)
     x = x + _dense(o, p["o_kernel"].astype(cd), n_in=2)
     h = rms_norm(x, p["mlp_norm"], t.rms_norm_eps)
     y = constrain(jax.nn.silu(_dense(h, p["gate_kernel"].astype(cd))) * _dense(h, p["up_kernel"].astype(cd)),
@@ -393,7 +378,7 @@ def _text_layer(cfg: ModelConfig, x: Array, p: dict, ds: Array | None, *, cos, s
         # DeepStack: this layer's visual feature is added at the visual positions of its output
         rows = jnp.take(ds.astype(cd), jnp.maximum(vis_index, 0), axis=0)              # [B, n, D]
         x = x + jnp.where((vis_index >= 0)[..., None], rows, jnp.zeros((), cd))
-    return constrain(x, ("batch", "seq", "act_embed"))
+    return constrain(x, ("batch", "seq", "act_embed")), new_kv
 
 
 def embed_tokens(cfg: ModelConfig, params: dict, input_ids: Array, vis_embeds: Array | None,
@@ -409,35 +394,65 @@ def embed_tokens(cfg: ModelConfig, params: dict, input_ids: Array, vis_embeds: A
 
 
 def decode_hidden(cfg: ModelConfig, params: dict, x: Array, position_ids: Array, mask,
-                  deepstack: Array | None = None, vis_index: Array | None = None) -> Array:
-    """The decoder stack on embeddings ``x [B, n, D]`` -> final-normed hidden states.
+                  cache: KVCache | None = None, write_at: Array | None = None,
+                  deepstack: Array | None = None, vis_index: Array | None = None):
+    """The decoder stack on embeddings ``x [B, n, D]`` -> ``(final-normed hidden, new cache)``.
 
-    ``mask``: :class:`CausalMask` (padding mask of a whole sequence) or a dense [B, n, n] bool.
-    ``deepstack [G, M, D]`` with ``vis_index [B, n]``: layer g < G adds ``deepstack[g]`` at the
-    visual positions after it. The first G layers and the rest run as two stacks, so the later
-    layers carry no DeepStack input at all.
+    ``mask``, ``cache`` and ``write_at`` mean what they mean in the Qwen2.5 decoder (one shared
+    attention, :func:`~vital_jax.models.qwen2_5_vl.modeling.attend`). ``deepstack [G, M, D]``
+    with ``vis_index [B, n]``: layer g < G adds ``deepstack[g]`` at the visual positions after
+    it. The first G layers and the rest run as two stacks, so the later layers carry no DeepStack
+    input; with a cache, its two layer ranges are joined after (one copy per call that has
+    DeepStack features: an extend, never a decode step).
     """
     t, rt = cfg.text, cfg.runtime
     cos, sin = mrope_cos_sin(position_ids, t.head_dim, t.rope_theta, t.mrope_section, rt.compute_dtype,
                              t.mrope_interleaved)
 
-    def layer(x, p, ds):
-        return _text_layer(cfg, x, p, ds, cos=cos, sin=sin, mask=mask, vis_index=vis_index), None
+    def layer(x, p, extra):
+        return _text_layer(cfg, x, p, extra, cos=cos, sin=sin, mask=mask, write_at=write_at, vis_index=vis_index)
 
+    kvs = None if cache is None else (cache.k, cache.v)
     G = 0 if deepstack is None else deepstack.shape[0]
-    if G:
-        if vis_index is None:
-            raise ValueError("deepstack features need vis_index")
-        first = jax.tree.map(lambda a: a[:G], params["layers"])
-        x, _ = _run_stack(layer, x, first, deepstack, scan=rt.scan_layers, remat=rt.remat)
+    if not G:
+        x, new = _run_stack(layer, x, params["layers"], (kvs, None), scan=rt.scan_layers, remat=rt.remat)
+        return rms_norm(x, params["final_norm"], t.rms_norm_eps), (None if cache is None else KVCache(*new))
+    if vis_index is None:
+        raise ValueError("deepstack features need vis_index")
+    part = lambda tree, sl: jax.tree.map(lambda a: a[sl], tree)  # noqa: E731
+    first, rest = slice(0, G), slice(G, t.num_layers)
+    x, new_a = _run_stack(layer, x, part(params["layers"], first), (part(kvs, first), deepstack),
+                          scan=rt.scan_layers, remat=rt.remat)
+    new_b = None
     if G < t.num_layers:
-        rest = jax.tree.map(lambda a: a[G:], params["layers"]) if G else params["layers"]
-        x, _ = _run_stack(layer, x, rest, None, scan=rt.scan_layers, remat=rt.remat)
-    return rms_norm(x, params["final_norm"], t.rms_norm_eps)
+        x, new_b = _run_stack(layer, x, part(params["layers"], rest), (part(kvs, rest), None),
+                              scan=rt.scan_layers, remat=rt.remat)
+    x = rms_norm(x, params["final_norm"], t.rms_norm_eps)
+    if cache is None:
+        return x, None
+    new = new_a if new_b is None else jax.tree.map(lambda a, b: jnp.concatenate([a, b]), new_a, new_b)
+    return x, KVCache(*new)
+
+
+def hidden_states(cfg: ModelConfig, params: dict, input_ids: Array, vis, vis_index: Array | None,
+                  position_ids: Array, mask, cache: KVCache | None = None, write_at: Array | None = None):
+    """Token ids -> ``(final-normed hidden states, updated cache)``, the decoder entry with the
+    signature every family exports (see the Qwen2.5 one). ``vis`` is :func:`encode_vision`'s
+    ``(merged [M, D], deepstack [G, M, D] or None)``, or None."""
+    merged, deepstack = (None, None) if vis is None else vis
+    x = embed_tokens(cfg, params, input_ids, merged, vis_index)
+    return decode_hidden(cfg, params, x, position_ids, mask, cache, write_at,
+                         deepstack=None if merged is None else deepstack, vis_index=vis_index)
+
+
+def zero_features(cfg: ModelConfig, tokens: int):
+    """Placeholder features of ``tokens`` rows shaped like :func:`encode_vision`'s output."""
+    D, G = cfg.text.hidden_size, len(cfg.vision.deepstack_visual_indexes)
+    return (np.zeros((tokens, D), np.float32), np.zeros((G, tokens, D), np.float32) if G else None)
 
 
 def model_logits(cfg: ModelConfig, params: dict, input_ids: Array, position_ids: Array,
-                 attention_mask: Array, vision: VisionInputs | None = None, vis_index: Array | None = None,
+                 attention_mask: Array, vision: VisionArrays | None = None, vis_index: Array | None = None,
                  vis_embeds: Array | None = None, deepstack: Array | None = None) -> Array:
     """The whole model on a padded batch (pure; jit with ``cfg`` static). Logits [B, L, V] f32.
 
@@ -450,7 +465,6 @@ def model_logits(cfg: ModelConfig, params: dict, input_ids: Array, position_ids:
         vis_embeds, deepstack = encode_vision(cfg, params["vision"], vision)
         if cfg.runtime.freeze_vision:
             vis_embeds, deepstack = jax.lax.stop_gradient((vis_embeds, deepstack))
-    x = embed_tokens(cfg, params, input_ids, vis_embeds, vis_index)
-    h = decode_hidden(cfg, params, x, position_ids, CausalMask(attention_mask),
-                      deepstack=None if vis_embeds is None else deepstack, vis_index=vis_index)
+    h, _ = hidden_states(cfg, params, input_ids, None if vis_embeds is None else (vis_embeds, deepstack), vis_index,
+                         position_ids, CausalMask(attention_mask))
     return lm_logits(cfg, params, h)

@@ -16,7 +16,29 @@ import numpy as np
 
 from vital_jax.models.qwen2_5_vl.rope import PositionError, row_positions
 
-__all__ = ["PositionError", "rope_index"]
+__all__ = ["PositionError", "rope_index", "visual_positions"]
+
+
+def _walk(config, row: np.ndarray, images, videos, start: int = 0, where: str = "") -> tuple[np.ndarray, int]:
+    """Positions ``[3, n]`` and next position of one unpadded row by this family's rule: the
+    Qwen2.5 walk (time steps are unused: a one-group item's time axis is constant), after
+    checking that each video of several groups is written one run per group."""
+    if videos and any(t > 1 for t, _, _ in videos) and \
+            _runs(row, config.video_token_id) != sum(t for t, _, _ in videos):
+        raise PositionError(f"{where}a Qwen3-VL video needs one placeholder run per temporal group "
+                            "(a timestamp's text before each)")
+    return row_positions(row, image_token_id=config.image_token_id, video_token_id=config.video_token_id,
+                         spatial_merge_size=config.vision.spatial_merge_size, tokens_per_second=1.0,
+                         image_grids=images, video_grids=videos, start=start)
+
+
+def visual_positions(config, ids, visuals, *, start: int = 0) -> tuple[np.ndarray, int]:
+    """Positions of one row from its visual items (anything with ``kind`` and ``grid_thw``, in
+    placeholder order): the same contract as Qwen2.5-VL's ``visual_positions``, which the
+    sampler and the trainers' batches call through the family seam."""
+    grids = lambda kind: [tuple(int(x) for x in np.asarray(v.grid_thw).reshape(3))  # noqa: E731
+                          for v in visuals if (v.kind == "image") == (kind == "image")]
+    return _walk(config, np.asarray(ids, np.int64), grids("image"), grids("video"), start)
 
 
 def rope_index(config, input_ids, image_grid_thw=None, video_grid_thw=None,
@@ -41,13 +63,7 @@ def rope_index(config, input_ids, image_grid_thw=None, video_grid_thw=None,
         row = ids[b][mask[b]]
         n_img = _items(row, config.image_token_id, images[ik:], m)
         n_vid = _items(row, config.video_token_id, videos[vk:], m)
-        out, nxt = row_positions(row, image_token_id=config.image_token_id, video_token_id=config.video_token_id,
-                                 spatial_merge_size=m, tokens_per_second=1.0, image_grids=images[ik:ik + n_img],
-                                 video_grids=videos[vk:vk + n_vid])
-        if videos[vk:vk + n_vid] and any(t > 1 for t, _, _ in videos[vk:vk + n_vid]) and \
-                _runs(row, config.video_token_id) != sum(t for t, _, _ in videos[vk:vk + n_vid]):
-            raise PositionError(f"row {b}: a Qwen3-VL video needs one placeholder run per temporal group "
-                                "(a timestamp's text before each)")
+        out, nxt = _walk(config, row, images[ik:ik + n_img], videos[vk:vk + n_vid], where=f"row {b}: ")
         pos[:, b, mask[b]] = out
         deltas[b] = nxt - len(row)
         ik, vk = ik + n_img, vk + n_vid
