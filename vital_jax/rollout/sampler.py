@@ -16,7 +16,8 @@ context's attention even in a large sampler. After :meth:`Sampler.warmup` nothin
 every device call is one of :meth:`SamplerConfig.programs` (a chunk bucket or decode, times a KV
 bucket) or one of ``len(vision_buckets)`` vision shapes.
 Host code never runs ``jnp`` ops on the hot path (that would compile tiny programs); results
-come back with ``jax.device_get``.
+come back with ``jax.device_get``. Any model family serves (its vision layout, positions and
+features come from its package, :mod:`vital_jax.models.families`).
 """
 
 from __future__ import annotations
@@ -30,9 +31,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from vital_jax.models.qwen2_5_vl import api as model_api
-from vital_jax.models.qwen2_5_vl.config import ModelConfig
-from vital_jax.models.qwen2_5_vl.rope import visual_positions
+from vital_jax.models.families import package_of
+from vital_jax.models.qwen2_5_vl.modeling import KVCache
 from vital_jax.rollout import sampler_core as core
 from vital_jax.errors import VitalError
 
@@ -152,7 +152,7 @@ class SamplingOptions:
 
 @dataclasses.dataclass
 class Segment:
-    """Tokens to append to one row, with the visual items (``pixel_values [P, 1176]``,
+    """Tokens to append to one row, with the visual items (``pixel_values [P, patch_dim]``,
     ``grid_thw (t, h, w)``, ``second_per_grid_t``, ``kind``: e.g. a
     :class:`vital_jax.video.VisualInput`) whose placeholder runs appear in ``ids``, in order."""
 
@@ -209,7 +209,7 @@ def _bucket(n: int, buckets: Sequence[int], what: str) -> int:
 
 
 @functools.lru_cache(maxsize=16)
-def _programs(cfg: ModelConfig, batch_size: int, cache_length: int, slack: int, stop_seq_len: int,
+def _programs(cfg, batch_size: int, cache_length: int, slack: int, stop_seq_len: int,
               decode_steps: int, max_visual_tokens: int, shard):
     """The jitted functions of a sampler, shared by every Sampler with the same static shapes.
 
@@ -231,29 +231,46 @@ class Sampler:
     """Compiled prefill/append/decode for one model and one :class:`SamplerConfig`.
 
     Args:
-      cfg: the model config (hashable; a static argument of every jitted function).
+      cfg: the model config of any family (hashable; a static argument of every jitted function).
       params: the model params (nested dict of arrays, e.g. from ``load_pretrained``).
       config: static shapes.
       mesh: optional ``jax.sharding.Mesh``; the cache is then sharded with the logical rules
         (batch over data/fsdp, kv heads over tensor, never replicated per device).
     """
 
-    def __init__(self, cfg: ModelConfig, params: dict, config: SamplerConfig = SamplerConfig(), *, mesh=None):
-        self.cfg, self.params, self.config, self.mesh = cfg, params, config, mesh
+    def __init__(self, cfg, params: dict, config: SamplerConfig = SamplerConfig(), *, mesh=None):
+        self.cfg, self.config, self.mesh = cfg, config, mesh
+        self.family = package_of(cfg)
         c = config
+        # jit keys its compiled programs on whether each input is committed to a device: a
+        # checkpoint's params are, freshly initialised ones are not, and an uncommitted init
+        # state or placeholder beside committed params meant a program compiled after warm-up.
+        # So without a mesh everything the sampler makes or is given lives on one device,
+        # committed (device_put of arrays already there copies nothing).
+        self._device = None if mesh is not None else jax.devices()[0]
+        self.params = params
         shard = self._state_shardings()
         self._init, self._extend, self._decode, self._encode = _programs(
             cfg, c.batch_size, c.cache_length, c.slack, c.stop_seq_len, c.decode_steps, c.max_visual_tokens, shard)
         #: device calls made, by program: ("extend", chunk, kv) / ("decode", kv) -> count
         self.calls: collections.Counter = collections.Counter()
-        # a committed device array like the encoder's output: jit keys its cache on that too
-        self._zero_vis = jax.device_put(np.zeros((c.max_visual_tokens, cfg.text.hidden_size), np.float32))
+        # placed like the encoder's output (see above)
+        self._zero_vis = jax.device_put(self.family.modeling.zero_features(cfg, c.max_visual_tokens),
+                                        self._device)
+
+    @property
+    def params(self) -> dict:
+        return self._params
+
+    @params.setter
+    def params(self, params: dict) -> None:
+        """New weights (e.g. the policy after an update); placed as in ``__init__``."""
+        self._params = params if self._device is None else jax.device_put(params, self._device)
 
     # ------------------------------------------------------------------ sharding
     def _state_shardings(self):
         if self.mesh is None:
-            return None
-        from vital_jax.models.qwen2_5_vl.modeling import KVCache
+            return jax.sharding.SingleDeviceSharding(self._device)
         from vital_jax.sharding import named_sharding
 
         t, c = self.cfg.text, self.config
@@ -288,7 +305,7 @@ class Sampler:
 
     # ------------------------------------------------------------------ vision
     def _vision(self, items: list) -> tuple[np.ndarray | jax.Array, list[int]]:
-        """Encode all visual items of one call; returns embeds [M, D] and each item's offset."""
+        """Encode all visual items of one call; returns the features and each item's offset (rows)."""
         if not items:
             return self._zero_vis, []
         unit = self.cfg.vision.merge_unit
@@ -301,12 +318,12 @@ class Sampler:
         patches = int(np.prod(grids, axis=1).sum())
         n = _bucket(patches, self.config.vision_buckets, "vision patches")
         pix = np.concatenate([np.asarray(v.pixel_values, np.float32) for v in items])
-        va = model_api.vision_arrays(self.cfg, pix, grids, pad_to=n)
+        va = self.family.vision_arrays(self.cfg, pix, grids, pad_to=n)
         return self._encode(self.params, va), np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist()
 
     # ------------------------------------------------------------------ extend
     def _positions(self, seg: Segment) -> tuple[np.ndarray, int]:
-        return visual_positions(self.cfg, seg.ids, seg.visuals)
+        return self.family.visual_positions(self.cfg, seg.ids, seg.visuals)
 
     def extend(self, state: core.SamplerState, segments: Sequence[Segment | None], *,
                all_logits: bool = False, lengths: np.ndarray | None = None):
@@ -334,7 +351,7 @@ class Sampler:
             rows.append((ids, pos, nxt))
             vis_rows.append((b, len(items)))
             items.extend(seg.visuals)
-        vis_embeds, offsets = self._vision(items)
+        vis, offsets = self._vision(items)
         # vis_index: the k-th placeholder token of row b takes merged row offset(first item of b) + k
         first_item = dict(vis_rows)
         vis_idx_rows = {}
@@ -370,7 +387,7 @@ class Sampler:
                 vidx[b, :n[b]] = vis_idx_rows[b][sl]
                 if done + n[b] == n_tot[b]:
                     adv[b] = r[2]
-            out = self._extend(self.params, state, ids, pos, n, adv, vis_embeds, vidx, all_logits=all_logits, kv=kv)
+            out = self._extend(self.params, state, ids, pos, n, adv, vis, vidx, all_logits=all_logits, kv=kv)
             self.calls["extend", N, kv] += 1
             if all_logits:
                 state, lg = out
@@ -505,8 +522,8 @@ class Sampler:
         if vision:
             grid = np.asarray([[1, 2, 2]])  # any grid: the compiled shape is the bucket's
             for n in c.vision_buckets:
-                va = model_api.vision_arrays(self.cfg, np.zeros((4, self.cfg.vision.patch_dim), np.float32),
-                                             grid, pad_to=n)
+                va = self.family.vision_arrays(self.cfg, np.zeros((4, self.cfg.vision.patch_dim), np.float32),
+                                               grid, pad_to=n)
                 jax.block_until_ready(self._encode(self.params, va))
         sp = self.sampling_params(SamplingOptions())
         zero = np.zeros(B, np.int32)

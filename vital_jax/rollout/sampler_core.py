@@ -24,6 +24,10 @@ Extend copies the window out, runs the layers on it and puts back only the chunk
 the rows it appends to (a row with ``n[b] = 0`` may be longer than the window: its clamped junk
 stays in the discarded copy); decode carries the window through its loop and puts it back once.
 
+Model family: every model call goes through the family's ``hidden_states`` / ``encode_vision``
+(:mod:`vital_jax.models.families`); the visual features are that family's pytree (Qwen2.5-VL:
+merged embeddings; Qwen3-VL: merged embeddings and DeepStack features), visual tokens on axis -2.
+
 M-RoPE: ``next_pos[b]`` is the row's next free position (max + 1). A chunk carries positions
 relative to it (``rope.row_positions(..., start=0)``; positions are shift-equivariant) and an
 ``advance[b]`` (the relative next position) that is added after the chunk. A decode step feeds
@@ -32,14 +36,14 @@ its token at ``next_pos`` on all three axes.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vital_jax.models.qwen2_5_vl import modeling
-from vital_jax.models.qwen2_5_vl.config import ModelConfig
+from vital_jax.models.families import modeling_of
+from vital_jax.models.qwen2_5_vl.modeling import KVCache, SlotMask, lm_logits
 
 Array = jax.Array
 
@@ -67,7 +71,7 @@ class SamplerState(NamedTuple):
     rng:         [B, 2] uint32 per-row PRNG key data.
     """
 
-    cache: modeling.KVCache
+    cache: KVCache
     length: Array
     next_pos: Array
     last_logits: Array
@@ -106,12 +110,12 @@ class DecodeOut(NamedTuple):
     reason: Array
 
 
-def init_state(cfg: ModelConfig, batch: int, capacity: int, slack: int, tail_len: int, rng: Array,
+def init_state(cfg, batch: int, capacity: int, slack: int, tail_len: int, rng: Array,
                cache_dtype=None) -> SamplerState:
     """A fresh state: empty rows, position 0. ``rng`` is [B, 2] uint32 key data."""
     V = cfg.text.vocab_size
     return SamplerState(
-        cache=modeling.KVCache.zeros(cfg, batch, capacity + slack, cache_dtype),
+        cache=KVCache.zeros(cfg, batch, capacity + slack, cache_dtype),
         length=jnp.zeros((batch,), jnp.int32),
         next_pos=jnp.zeros((batch,), jnp.int32),
         last_logits=jnp.zeros((batch, V), jnp.float32),
@@ -121,25 +125,25 @@ def init_state(cfg: ModelConfig, batch: int, capacity: int, slack: int, tail_len
     )
 
 
-def _window(cache: modeling.KVCache, kv: int | None) -> modeling.KVCache:
+def _window(cache: KVCache, kv: int | None) -> KVCache:
     """The first ``kv`` slots of every layer/row (a static slice; the cache itself if it is no larger)."""
     if kv is None or kv >= cache.k.shape[3]:
         return cache
     if kv < 1:
         raise ValueError(f"kv window {kv} must be positive")
-    return modeling.KVCache(cache.k[:, :, :, :kv], cache.v[:, :, :, :kv])
+    return KVCache(cache.k[:, :, :, :kv], cache.v[:, :, :, :kv])
 
 
-def _put_window(full: modeling.KVCache, win: modeling.KVCache) -> modeling.KVCache:
+def _put_window(full: KVCache, win: KVCache) -> KVCache:
     """Write a window back at slot 0 (in place when ``full`` is donated)."""
     if win.k.shape == full.k.shape:
         return win
     z = (0,) * 5
-    return modeling.KVCache(jax.lax.dynamic_update_slice(full.k, win.k, z),
+    return KVCache(jax.lax.dynamic_update_slice(full.k, win.k, z),
                             jax.lax.dynamic_update_slice(full.v, win.v, z))
 
 
-def _put_chunk(full: modeling.KVCache, win: modeling.KVCache, start: Array, n: int, rows: Array) -> modeling.KVCache:
+def _put_chunk(full: KVCache, win: KVCache, start: Array, n: int, rows: Array) -> KVCache:
     """Copy slots ``[start[b], start[b] + n)`` from the window into the full cache for the rows
     with ``rows[b]`` (the only slots an extend call changed); other rows keep their slots.
     Layout [layers, B, K, S, d]; rows on axis 1."""
@@ -153,7 +157,7 @@ def _put_chunk(full: modeling.KVCache, win: modeling.KVCache, start: Array, n: i
             return jax.lax.dynamic_update_slice_in_dim(fb, part, s, axis=2)
         return jax.vmap(row, in_axes=(1, 1, 0, 0), out_axes=1)(f, w, start, rows)
 
-    return modeling.KVCache(move(full.k, win.k), move(full.v, win.v))
+    return KVCache(move(full.k, win.k), move(full.v, win.v))
 
 
 def decode_need(length: np.ndarray, budget: np.ndarray, steps: int, capacity: int) -> np.ndarray:
@@ -169,14 +173,14 @@ def decode_need(length: np.ndarray, budget: np.ndarray, steps: int, capacity: in
     return length + np.minimum(steps, room)
 
 
-def extend(cfg: ModelConfig, params: dict, state: SamplerState, ids: Array, rel_pos: Array, n: Array,
-           advance: Array, vis_embeds: Array, vis_index: Array, all_logits: bool = False, kv: int | None = None):
+def extend(cfg, params: dict, state: SamplerState, ids: Array, rel_pos: Array, n: Array,
+           advance: Array, vis: Any, vis_index: Array, all_logits: bool = False, kv: int | None = None):
     """Append a right-padded chunk to every row at its own offset.
 
     ids [B, N] int32; rel_pos [3, B, N] positions relative to ``next_pos``; n [B] real tokens
     (0 = row untouched); advance [B] added to ``next_pos`` (0 for all but a segment's last
-    chunk); vis_embeds [M, D] merged visual embeddings; vis_index [B, N] row of ``vis_embeds``
-    for visual placeholders, -1 for text.
+    chunk); vis: the family's visual features (:func:`encode_vision`); vis_index [B, N] their
+    row (axis -2) for visual placeholders, -1 for text.
 
     ``kv`` (static): attention reads the first ``kv`` cache slots only; the caller guarantees
     ``length[b] + N <= kv`` for every row with ``n[b] > 0`` (see the module docstring).
@@ -185,14 +189,13 @@ def extend(cfg: ModelConfig, params: dict, state: SamplerState, ids: Array, rel_
     """
     N = ids.shape[1]
     win = _window(state.cache, kv)
-    x = modeling.embed_tokens(cfg, params, ids, vis_embeds, vis_index)
     pos = rel_pos + state.next_pos[None, :, None]
-    h, win = modeling.decode_hidden(cfg, params, x, pos, modeling.SlotMask(state.length), cache=win,
-                                    write_at=state.length)
+    h, win = modeling_of(cfg).hidden_states(cfg, params, ids, vis, vis_index, pos, SlotMask(state.length),
+                                            cache=win, write_at=state.length)
     touched = n > 0
     cache = _put_chunk(state.cache, win, state.length, N, touched)
     last = jnp.take_along_axis(h, jnp.maximum(n - 1, 0)[:, None, None], axis=1)          # [B, 1, D]
-    logits = modeling.lm_logits(cfg, params, last)[:, 0]
+    logits = lm_logits(cfg, params, last)[:, 0]
     valid = jnp.arange(N)[None, :] < n[:, None]                                          # [B, N]
     seen = jax.vmap(lambda p, t, v: p.at[t].max(v))(state.presence, ids, valid)
     new = SamplerState(
@@ -205,7 +208,7 @@ def extend(cfg: ModelConfig, params: dict, state: SamplerState, ids: Array, rel_
         rng=state.rng,
     )
     if all_logits:
-        return new, modeling.lm_logits(cfg, params, h)
+        return new, lm_logits(cfg, params, h)
     return new
 
 
@@ -261,7 +264,7 @@ def _stop_seq_hit(tail: Array, stop_seqs: Array) -> Array:
 # ---------------------------------------------------------------------------------------------
 # decode loop
 # ---------------------------------------------------------------------------------------------
-def decode(cfg: ModelConfig, steps: int, capacity: int, params: dict, state: SamplerState, sp: SamplingParams,
+def decode(cfg, steps: int, capacity: int, params: dict, state: SamplerState, sp: SamplingParams,
            budget: Array, exit_on_stop: Array, kv: int | None = None) -> tuple[SamplerState, DecodeOut]:
     """Up to ``steps`` tokens per row in one ``lax.while_loop``.
 
@@ -300,11 +303,10 @@ def decode(cfg: ModelConfig, steps: int, capacity: int, params: dict, state: Sam
         tok = jnp.where(active, tok, pad)
         lp = jnp.take_along_axis(jax.nn.log_softmax(st.last_logits, axis=-1), tok[:, None], axis=-1)[:, 0]
         # feed the token: position next_pos on all three axes, write at slot length
-        x = modeling.embed_tokens(cfg, params, tok[:, None], None, None)
         pos = jnp.broadcast_to(st.next_pos[None, :, None], (3, B, 1))
-        h, cache = modeling.decode_hidden(cfg, params, x, pos, modeling.SlotMask(st.length),
-                                          cache=st.cache, write_at=st.length)
-        logits = modeling.lm_logits(cfg, params, h)[:, 0]
+        h, cache = modeling_of(cfg).hidden_states(cfg, params, tok[:, None], None, None, pos, SlotMask(st.length),
+                                                  cache=st.cache, write_at=st.length)
+        logits = lm_logits(cfg, params, h)[:, 0]
         inc = active.astype(jnp.int32)
         tail = jnp.where(active[:, None], jnp.concatenate([st.tail[:, 1:], tok[:, None]], axis=1), st.tail)
         st = SamplerState(
@@ -343,11 +345,13 @@ def rewind(state: SamplerState, drop: Array) -> SamplerState:
                           tail=jnp.where((drop > 0)[:, None], -1, state.tail))
 
 
-def encode_vision(cfg: ModelConfig, max_tokens: int, params: dict, va: modeling.VisionArrays) -> Array:
-    """Merged visual embeddings padded (or cut) to a fixed ``[max_tokens, D]``, so the chunk
-    functions see one shape whatever vision bucket produced them."""
-    emb = modeling.encode_vision(cfg, params["vision"], va)
-    m = emb.shape[0]
-    if m >= max_tokens:
-        return emb[:max_tokens]
-    return jnp.pad(emb, ((0, max_tokens - m), (0, 0)))
+def encode_vision(cfg, max_tokens: int, params: dict, va) -> Any:
+    """The family's visual features with their token axis (-2) padded (or cut) to ``max_tokens``,
+    so the chunk functions see one shape whatever vision bucket produced them."""
+    def fit(a):
+        m = a.shape[-2]
+        if m >= max_tokens:
+            return a[..., :max_tokens, :]
+        return jnp.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, max_tokens - m), (0, 0)])
+
+    return jax.tree.map(fit, modeling_of(cfg).encode_vision(cfg, params["vision"], va))
