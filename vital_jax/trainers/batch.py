@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 
 from vital_jax.models.qwen2_5_vl.config import ModelConfig
-from vital_jax.models.qwen2_5_vl.rope import visual_positions
-from vital_jax.models.qwen2_5_vl.vision_layout import vision_layout
+from vital_jax.models.families import package_of
 from vital_jax.errors import VitalError
 
 
@@ -80,11 +79,8 @@ def build_batch(cfg: ModelConfig, rows: Sequence[Sequence_], *, micro_batches: i
     if patch_len is not None:
         use_vision = with_vision and patch_len > 0
     N = (patch_len or _bucket(max(patches), vision_buckets, "vision patches", int(np.argmax(patches)))) if use_vision else 0
-    vis = None
-    if use_vision:
-        vis = {"pixels": np.zeros((n, N, v.patch_dim), np.float32), "perm": np.zeros((n, N), np.int32),
-               "seg_window": np.zeros((n, N), np.int32), "seg_full": np.zeros((n, N), np.int32),
-               "rot_hw": np.zeros((n, N, 2), np.int32), "unperm": np.zeros((n, N // v.merge_unit), np.int32)}
+    fam = package_of(cfg)
+    vis_rows = []   # per row, the family's tower arrays (VisionArrays) padded to N patches
     vis_ids = (cfg.image_token_id, cfg.video_token_id)
     special = vis_ids + (cfg.vision_start_token_id, cfg.vision_end_token_id)
     for i, r in enumerate(rows):
@@ -107,19 +103,16 @@ def build_batch(cfg: ModelConfig, rows: Sequence[Sequence_], *, micro_batches: i
         if int(placeholders.sum()) != expect:
             raise BatchError(f"row {i}: {int(placeholders.sum())} visual placeholder tokens, but its "
                              f"{len(r.visuals)} visual input(s) have {expect} merged tokens")
-        pos[:, i, :k] = visual_positions(cfg, layout_ids, r.visuals)[0] if r.visuals else np.arange(k)[None]
-        if use_vision and r.visuals:
-            vis_index[i, :k][placeholders] = np.arange(expect)
-            grids = np.stack([np.asarray(x.grid_thw).reshape(3) for x in r.visuals])
-            lay = vision_layout(grids, v, pad_to=N)
-            pix = np.concatenate([np.asarray(x.pixel_values, np.float32) for x in r.visuals])
-            vis["pixels"][i, :len(pix)] = pix
-            for name in ("perm", "seg_window", "seg_full", "rot_hw", "unperm"):
-                vis[name][i] = getattr(lay, name)
-        elif use_vision:
-            lay = vision_layout(np.zeros((0, 3), np.int64), v, pad_to=N)
-            for name in ("perm", "seg_window", "seg_full", "rot_hw", "unperm"):
-                vis[name][i] = getattr(lay, name)
+        pos[:, i, :k] = fam.visual_positions(cfg, layout_ids, r.visuals)[0] if r.visuals else np.arange(k)[None]
+        if use_vision:
+            if r.visuals:
+                vis_index[i, :k][placeholders] = np.arange(expect)
+            grids = np.asarray([np.asarray(x.grid_thw).reshape(3) for x in r.visuals], np.int64).reshape(-1, 3)
+            pix = np.concatenate([np.asarray(x.pixel_values, np.float32) for x in r.visuals]) if r.visuals \
+                else np.zeros((0, v.patch_dim), np.float32)
+            vis_rows.append(fam.vision_arrays(cfg, pix, grids, pad_to=N))
+    vis = {f: np.stack([np.asarray(getattr(a, f)) for a in vis_rows]) for f in vis_rows[0]._fields} \
+        if vis_rows else None
 
     M, b = micro_batches, n // micro_batches
 
@@ -145,10 +138,12 @@ BATCH_AXES: dict[str, tuple] = {
     "ref_logp": (None, "batch", None), "old_logp": (None, "batch", None),
     "sampler_logp": (None, "batch", None),
 }
-VISION_AXES: dict[str, tuple] = {
-    "pixels": (None, "batch", None, None), "perm": (None, "batch", None), "seg_window": (None, "batch", None),
-    "seg_full": (None, "batch", None), "rot_hw": (None, "batch", None, None), "unperm": (None, "batch", None),
-}
+
+
+def vision_axes(ndim: int) -> tuple:
+    """Logical axes of a ``vision`` leaf (any family's tower arrays, ``[M, b, ...]``): rows over
+    the batch axes, the rest replicated."""
+    return (None, "batch") + (None,) * (ndim - 2)
 
 
 def batch_shardings(mesh, batch: dict[str, Any]):
@@ -159,7 +154,7 @@ def batch_shardings(mesh, batch: dict[str, Any]):
     out = {}
     for k, x in batch.items():
         if k == "vision":
-            out[k] = {n: named_sharding(mesh, VISION_AXES[n], np.shape(a)) for n, a in x.items()}
+            out[k] = {n: named_sharding(mesh, vision_axes(np.ndim(a)), np.shape(a)) for n, a in x.items()}
         else:
             out[k] = named_sharding(mesh, BATCH_AXES[k], np.shape(x))
     return out

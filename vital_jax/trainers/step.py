@@ -22,8 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vital_jax.models.qwen2_5_vl import modeling
-from vital_jax.models.qwen2_5_vl.config import ModelConfig
+from vital_jax.models.families import modeling_of, package_of
 
 
 class TrainState(NamedTuple):
@@ -35,16 +34,18 @@ class TrainState(NamedTuple):
 # --------------------------------------------------------------------------- forward pieces
 
 
-def row_vision_embeds(cfg: ModelConfig, params: dict, vision: dict) -> jax.Array:
-    """Merged visual embeddings per row ``[b, N/4, D]`` (vmap of the tower over rows)."""
-    va = modeling.VisionArrays(**vision)
-    emb = jax.vmap(lambda a: modeling.encode_vision(cfg, params["vision"], a))(va)
+def row_vision_embeds(cfg, params: dict, vision: dict):
+    """The family's visual features per row (vmap of the tower over rows; Qwen2.5-VL: merged
+    embeddings ``[b, N/4, D]``, Qwen3-VL: those and the DeepStack features)."""
+    fam = package_of(cfg)
+    va = fam.VisionArrays(**vision)
+    emb = jax.vmap(lambda a: fam.modeling.encode_vision(cfg, params["vision"], a))(va)
     if cfg.runtime.freeze_vision:
         emb = jax.lax.stop_gradient(emb)
     return emb
 
 
-def token_logps(cfg: ModelConfig, params: dict, mb: dict, vis_embeds: jax.Array | None = None,
+def token_logps(cfg, params: dict, mb: dict, vis_embeds=None,
                 with_entropy: bool = False, only_loss_tokens: bool = False):
     """Log-prob of every token given the ones before it, ``[b, L]`` aligned with ``input_ids``
     (column 0 is 0: nothing predicts the first token). Optionally the per-token entropy of the
@@ -55,21 +56,17 @@ def token_logps(cfg: ModelConfig, params: dict, mb: dict, vis_embeds: jax.Array 
     (:func:`~vital_jax.models.qwen2_5_vl.modeling.target_logprobs`). Every loss here reads the
     log-probs through that mask, so the trainers pass it."""
     ids = mb["input_ids"]
-    cd = cfg.runtime.compute_dtype
-    x = jnp.take(params["embed"], ids, axis=0).astype(cd)
+    m = modeling_of(cfg)
     if vis_embeds is None and "vision" in mb:
         vis_embeds = row_vision_embeds(cfg, params, mb["vision"])
-    if vis_embeds is not None:
-        idx = jnp.maximum(mb["vis_index"], 0)
-        take = jnp.take_along_axis(vis_embeds.astype(cd), idx[..., None], axis=1)
-        x = jnp.where((mb["vis_index"] >= 0)[..., None], take, x)
-    h, _ = modeling.decode_hidden(cfg, params, x, mb["position_ids"], modeling.CausalMask(mb["attention_mask"]))
+    h, _ = m.hidden_states(cfg, params, ids, vis_embeds, None if vis_embeds is None else mb["vis_index"],
+                           mb["position_ids"], m.CausalMask(mb["attention_mask"]))
     where = mb["loss_mask"][:, 1:] > 0 if only_loss_tokens else None
-    out = modeling.target_logprobs(cfg, params, h[:, :-1], ids[:, 1:], where, with_entropy=with_entropy)
+    out = m.target_logprobs(cfg, params, h[:, :-1], ids[:, 1:], where, with_entropy=with_entropy)
     return jax.tree.map(lambda x: jnp.pad(x, ((0, 0), (1, 0))), out)     # array, or (logp, entropy)
 
 
-def sft_loss(cfg: ModelConfig, params: dict, mb: dict, token_count: jax.Array):
+def sft_loss(cfg, params: dict, mb: dict, token_count: jax.Array):
     """Masked next-token cross-entropy, summed and divided by the global target count."""
     logp = token_logps(cfg, params, mb, only_loss_tokens=True)
     mask = mb["loss_mask"]
@@ -146,12 +143,12 @@ def state_shardings(optimizer: optax.GradientTransformation, param_sh: dict, opt
     return TrainState(rep, param_sh, opt_sh)
 
 
-def init_state(cfg: ModelConfig, optimizer, params: dict, mesh) -> tuple[TrainState, TrainState]:
+def init_state(cfg, optimizer, params: dict, mesh) -> tuple[TrainState, TrainState]:
     """(state placed on ``mesh`` by the logical rules, its shardings). ``params`` may live
     anywhere (host, one device, another mesh); they are moved, the optimizer state is created
     directly in its sharding."""
-    param_sh = modeling.param_shardings(cfg, mesh)
-    abstract_opt = jax.eval_shape(optimizer.init, modeling.abstract_params(cfg))
+    param_sh = package_of(cfg).param_shardings(cfg, mesh)
+    abstract_opt = jax.eval_shape(optimizer.init, package_of(cfg).abstract_params(cfg))
     sh = state_shardings(optimizer, param_sh, abstract_opt)
     params = jax.device_put(params, param_sh)
     opt_state = jax.jit(optimizer.init, out_shardings=sh.opt_state)(params)
@@ -159,10 +156,10 @@ def init_state(cfg: ModelConfig, optimizer, params: dict, mesh) -> tuple[TrainSt
     return TrainState(step, params, opt_state), sh
 
 
-def abstract_state(cfg: ModelConfig, optimizer, sh: TrainState) -> TrainState:
+def abstract_state(cfg, optimizer, sh: TrainState) -> TrainState:
     """ShapeDtypeStructs with shardings (an Orbax restore target; no memory allocated)."""
-    abstract = TrainState(jax.ShapeDtypeStruct((), jnp.int32), modeling.abstract_params(cfg),
-                          jax.eval_shape(optimizer.init, modeling.abstract_params(cfg)))
+    abstract = TrainState(jax.ShapeDtypeStruct((), jnp.int32), package_of(cfg).abstract_params(cfg),
+                          jax.eval_shape(optimizer.init, package_of(cfg).abstract_params(cfg)))
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, sh)
 
 

@@ -58,10 +58,11 @@ def vision_arrays(cfg: ModelConfig, pixel_values, grid_thw, pad_to: int | None =
     n = lay.perm.shape[0]
     pix = np.zeros((n, cfg.vision.patch_dim), np.float32)
     pix[:expect] = pixel_values
-    return modeling.VisionArrays(
-        pixels=jnp.asarray(pix), perm=jnp.asarray(lay.perm), seg_window=jnp.asarray(lay.seg_window),
-        seg_full=jnp.asarray(lay.seg_full), rot_hw=jnp.asarray(lay.rot_hw), unperm=jnp.asarray(lay.unperm),
-    )
+    # NumPy: the trainers' batches stack them on the host; jit moves them to the device
+    return modeling.VisionArrays(pixels=pix, perm=np.asarray(lay.perm, np.int32),
+                                 seg_window=np.asarray(lay.seg_window, np.int32),
+                                 seg_full=np.asarray(lay.seg_full, np.int32), rot_hw=np.asarray(lay.rot_hw, np.int32),
+                                 unperm=np.asarray(lay.unperm, np.int32))
 
 
 @functools.lru_cache(maxsize=None)

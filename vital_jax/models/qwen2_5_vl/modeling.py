@@ -644,13 +644,25 @@ def _text_layer(cfg: ModelConfig, x, p, kv, *, cos, sin, mask, write_at):
 def embed_tokens(cfg: ModelConfig, params: dict, input_ids: Array, vis_embeds: Array | None,
                  vis_index: Array | None) -> Array:
     """Token embeddings with visual rows scattered in: ``vis_index[b, l] >= 0`` takes
-    ``vis_embeds[vis_index[b, l]]`` (host-computed, so it works with padded static shapes)."""
+    ``vis_embeds[vis_index[b, l]]`` (host-computed, so it works with padded static shapes;
+    ``vis_embeds`` one table or one per row, see :func:`take_visual`)."""
     cd = cfg.runtime.compute_dtype
     x = jnp.take(params["embed"], input_ids, axis=0).astype(cd)
     if vis_embeds is not None:
-        take = jnp.take(vis_embeds.astype(cd), jnp.maximum(vis_index, 0), axis=0)
-        x = jnp.where((vis_index >= 0)[..., None], take, x)
+        x = jnp.where((vis_index >= 0)[..., None], take_visual(vis_embeds.astype(cd), vis_index), x)
     return constrain(x, ("batch", "seq", "act_embed"))
+
+
+def take_visual(table: Array, vis_index: Array) -> Array:
+    """The visual row each token takes, ``[B, n, D]`` (junk where ``vis_index < 0``).
+
+    ``table`` is one ``[M, D]`` for the whole batch (the sampler's: rows index into the call's
+    items) or ``[B, M, D]`` per row (the trainers' vmap of the tower over rows: each row gathers
+    from its own features, so a batch-sharded step gathers locally)."""
+    idx = jnp.maximum(vis_index, 0)
+    if table.ndim == 3:
+        return jnp.take_along_axis(table, idx[..., None], axis=1)
+    return jnp.take(table, idx, axis=0)
 
 
 def decode_hidden(cfg: ModelConfig, params: dict, x: Array, position_ids: Array, mask: Array,
@@ -680,7 +692,8 @@ def hidden_states(cfg: ModelConfig, params: dict, input_ids: Array, vis: Array |
     """Token ids -> ``(final-normed hidden states, updated cache)``: the decoder entry every model
     family exports with this signature (the sampler and trainers call it through
     :mod:`vital_jax.models.families`). ``vis`` is what this family's :func:`encode_vision`
-    returns (here the merged embeddings [M, D]), taken at ``vis_index >= 0``."""
+    returns (here the merged embeddings [M, D]), or that stacked per row (a vmap over rows,
+    [B, M, D], with ``vis_index`` per row), taken at ``vis_index >= 0``."""
     x = embed_tokens(cfg, params, input_ids, vis, vis_index)
     return decode_hidden(cfg, params, x, position_ids, mask, cache, write_at)
 

@@ -24,7 +24,7 @@ from flax import nnx
 from vital_jax.models.qwen2_5_vl.blockwise import blockwise_attention
 from vital_jax.models.qwen2_5_vl.modeling import (
     CausalMask, KVCache, SlotMask, _banded_attention, _check_frames_fit, _dense, _impl, _param, _run_stack,
-    _unflatten, attend, attention_fn, lm_logits, rms_norm, rotate_half, target_logprobs, vision_cos_sin,
+    _unflatten, attend, attention_fn, lm_logits, take_visual, rms_norm, rotate_half, target_logprobs, vision_cos_sin,
 )
 from vital_jax.models.qwen2_5_vl.splash import splash_attention
 from vital_jax.models.qwen3_vl.config import ModelConfig
@@ -264,7 +264,7 @@ def vision_arrays(cfg: ModelConfig, pixel_values, grid_thw, pad_to: int | None =
             frame += 1
     pix = np.zeros((total, v.patch_dim), np.float32)
     pix[:n] = pixel_values
-    return VisionArrays(jnp.asarray(pix), jnp.asarray(seg), jnp.asarray(rot), jnp.asarray(idx), jnp.asarray(wts))
+    return VisionArrays(pix, seg, rot, idx, wts)   # NumPy: batches stack them on the host
 
 
 def _frame_attention(cfg: ModelConfig, q: Array, k: Array, vv: Array, seg: Array) -> Array:
@@ -376,7 +376,7 @@ def _text_layer(cfg: ModelConfig, x: Array, p: dict, extra, *, cos, sin, mask, w
     x = x + _dense(y, p["down_kernel"].astype(cd))
     if ds is not None:
         # DeepStack: this layer's visual feature is added at the visual positions of its output
-        rows = jnp.take(ds.astype(cd), jnp.maximum(vis_index, 0), axis=0)              # [B, n, D]
+        rows = take_visual(ds.astype(cd), vis_index)                                   # [B, n, D]
         x = x + jnp.where((vis_index >= 0)[..., None], rows, jnp.zeros((), cd))
     return constrain(x, ("batch", "seq", "act_embed")), new_kv
 
@@ -388,8 +388,7 @@ def embed_tokens(cfg: ModelConfig, params: dict, input_ids: Array, vis_embeds: A
     cd = cfg.runtime.compute_dtype
     x = jnp.take(params["embed"], input_ids, axis=0).astype(cd)
     if vis_embeds is not None:
-        take = jnp.take(vis_embeds.astype(cd), jnp.maximum(vis_index, 0), axis=0)
-        x = jnp.where((vis_index >= 0)[..., None], take, x)
+        x = jnp.where((vis_index >= 0)[..., None], take_visual(vis_embeds.astype(cd), vis_index), x)
     return constrain(x, ("batch", "seq", "act_embed"))
 
 
@@ -438,8 +437,11 @@ def hidden_states(cfg: ModelConfig, params: dict, input_ids: Array, vis, vis_ind
                   position_ids: Array, mask, cache: KVCache | None = None, write_at: Array | None = None):
     """Token ids -> ``(final-normed hidden states, updated cache)``, the decoder entry with the
     signature every family exports (see the Qwen2.5 one). ``vis`` is :func:`encode_vision`'s
-    ``(merged [M, D], deepstack [G, M, D] or None)``, or None."""
+    ``(merged [M, D], deepstack [G, M, D] or None)``, or that stacked per row by a vmap over rows
+    (``[B, M, D]``, ``[B, G, M, D]``, with ``vis_index`` per row), or None."""
     merged, deepstack = (None, None) if vis is None else vis
+    if merged is not None and merged.ndim == 3 and deepstack is not None:
+        deepstack = jnp.moveaxis(deepstack, 1, 0)       # layers first: the stack scans over G
     x = embed_tokens(cfg, params, input_ids, merged, vis_index)
     return decode_hidden(cfg, params, x, position_ids, mask, cache, write_at,
                          deepstack=None if merged is None else deepstack, vis_index=vis_index)
