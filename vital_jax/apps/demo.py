@@ -1,6 +1,6 @@
 """``vital demo``: the whole method end to end on the synthetic suite, on a laptop.
 
-    synthetic videos ─► tokenizer + tiny Qwen2.5-VL ─► SFT on tool trajectories
+    synthetic videos ─► tokenizer + tiny Qwen2.5-VL (or Qwen3-VL) ─► SFT on tool trajectories
       ─► RL (DGRPO, tool loop, frozen vision; held-out score every rl_eval_every steps)
       ─► eval on held-out videos, tools / no tools, for the SFT and the RL model, and the blind
          control (RL, tools, every frame blanked) ─► report.{json,md} + PNG curves
@@ -16,7 +16,8 @@ timestamps, 1 merged token a frame pair, the compact prompt set, 1500 x 16 SFT r
 trajectories and no-tool CoT, 30 RL steps with dynamic sampling, five evaluations of 200 held-out
 samples) takes about 17 minutes on 2 CPU cores (the bound is 25); ``--quick`` is the CI setting (a couple of minutes, numbers are not meaningful there, only
 the structure). ``model_hidden=128 model_layers=4`` (and ``model_heads``, ``vision_hidden``, ...)
-try a larger model than ``ModelConfig.tiny``; ``frames``, ``frame_pixels``, ``clip_frames``,
+try a larger model than ``ModelConfig.tiny``; ``model_family=qwen3_vl`` runs it all with a tiny
+Qwen3-VL (16 px patches, DeepStack, timestamps as text) instead of Qwen2.5-VL; ``frames``, ``frame_pixels``, ``clip_frames``,
 ``clip_pixels`` and ``text_timestamps`` set what the model sees (``data.vision`` of both stages;
 the checkpoints carry it and the evaluation reads it back).
 """
@@ -29,7 +30,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from vital_jax.config.run_config import (Bool, ConfigError, Float, Int, RunConfig, Section, Str, apply_overrides,
                                          from_dict, load_config, to_dict)
@@ -65,6 +66,9 @@ class DemoConfig(Section):
     seed: Int = 0
     # tool trajectories and no-tool CoT, so the no-tools prompt is trained too (a fair comparison)
     sft_files: tuple[Str, ...] = ("sft_tool.jsonl", "sft_cot.jsonl")
+    # The model family: Qwen2.5-VL, or Qwen3-VL (its tiny test model; a video's time is always
+    # written as text, frames are patched at 16 px)
+    model_family: Literal["qwen2_5_vl", "qwen3_vl"] = "qwen2_5_vl"
     # Model size. None keeps ModelConfig.tiny's value (text 64 wide x 2 layers, 4 heads / 2 KV,
     # MLP 128; vision 32 wide x 4 blocks); any other size is initialised once into out/init and
     # SFT starts from there. Heads default to width / 16, KV heads to heads / 2, MLPs to 2 x width.
@@ -127,11 +131,15 @@ def demo_model_config(demo: DemoConfig, base):
     vh = demo.vision_hidden or v.hidden_size
     depth = demo.vision_depth or v.depth
     vheads = v.num_heads if demo.vision_hidden is None else max(1, vh // 16)
+    blocks = {}   # which tower blocks are special, kept inside a changed depth
+    if hasattr(v, "fullatt_block_indexes"):      # Qwen2.5-VL: full-attention blocks
+        blocks["fullatt_block_indexes"] = v.fullatt_block_indexes if demo.vision_depth is None \
+            else tuple(range(1, depth, 2)) or (depth - 1,)
+    if hasattr(v, "deepstack_visual_indexes"):   # Qwen3-VL: blocks feeding DeepStack
+        blocks["deepstack_visual_indexes"] = tuple(i for i in v.deepstack_visual_indexes if i < depth) or (depth - 1,)
     vision = dataclasses.replace(v, hidden_size=vh, num_heads=vheads, depth=depth,
                                  intermediate_size=v.intermediate_size if demo.vision_hidden is None else 2 * vh,
-                                 out_hidden_size=hidden,
-                                 fullatt_block_indexes=v.fullatt_block_indexes if demo.vision_depth is None
-                                 else tuple(range(1, depth, 2)) or (depth - 1,))
+                                 out_hidden_size=hidden, **blocks)
     return base.replace(text=text, vision=vision)
 
 
@@ -144,17 +152,17 @@ def init_model(demo: DemoConfig, out: Path) -> Path | None:
     init = out / "init"
     import jax
 
-    from vital_jax.models.qwen2_5_vl import export_pretrained, init_params
+    from vital_jax.models.families import export_pretrained, family_module
     from vital_jax.models.qwen2_5_vl.config import ConfigError as ModelConfigError
     from vital_jax.prompt import train_small_tokenizer
     from vital_jax.trainers.common import synthetic_corpus, tiny_config_for
 
     tok = train_small_tokenizer(synthetic_corpus(), vocab_size=1024)   # as build_tokenizer does
     try:
-        cfg = demo_model_config(demo, tiny_config_for(tok))
+        cfg = demo_model_config(demo, tiny_config_for(tok, demo.model_family))
     except ModelConfigError as e:
         raise ConfigError(f"demo model size: {e}") from None
-    _, params = init_params(cfg, seed=demo.seed)
+    _, params = family_module(demo.model_family).init_params(cfg, seed=demo.seed)
     n = sum(x.size for x in jax.tree.leaves(params))
     log.info(f"model: text {cfg.text.hidden_size} wide x {cfg.text.num_layers} layers ({cfg.text.num_heads} heads), "
         f"vision {cfg.vision.hidden_size} wide x {cfg.vision.depth}; {n / 1e6:.2f} M parameters -> {init}")
@@ -173,10 +181,13 @@ def demo_vision(demo: DemoConfig):
 
 
 def _patches_per_group(demo: DemoConfig, pixels: int) -> int:
+    from vital_jax.models.families import family_module
     from vital_jax.video.sampling import smart_resize
 
-    h, w = smart_resize(demo.frame_size, demo.frame_size, min_pixels=pixels, max_pixels=pixels)
-    return (h // 14) * (w // 14)
+    pkg = family_module(demo.model_family)
+    proc = pkg.vision_processing(pkg.ModelConfig.tiny())
+    h, w = smart_resize(demo.frame_size, demo.frame_size, factor=proc.factor, min_pixels=pixels, max_pixels=pixels)
+    return (h // proc.patch_size) * (w // proc.patch_size)
 
 
 def vision_patches(demo: DemoConfig) -> int:
@@ -211,16 +222,17 @@ def _yaml(x) -> str:
 
 def stage_configs(demo: DemoConfig, out: Path, init: Path | None = None) -> tuple[RunConfig, RunConfig]:
     """The SFT and RL run configs of the demo (written next to the runs, usable with vital train).
-    ``init``: the model SFT starts from (None: a fresh ``tiny`` preset)."""
+    ``init``: the model SFT starts from (None: a fresh tiny preset of the demo's family)."""
     data = out / "data"
     vision = to_dict(demo_vision(demo))
     sft_buckets, cache = token_buckets(demo)
     common = {"seed": demo.seed, "data": {"root": str(data), "seed": demo.seed, "token_buckets": list(sft_buckets),
                                           "vision_buckets": [vision_patches(demo)], "vision": vision},
               "mesh": {"data": -1}, "checkpoint": {"every": 0, "keep": 1}}
+    tiny = "tiny" if demo.model_family == "qwen2_5_vl" else f"{demo.model_family}_tiny"
     sft = from_dict(RunConfig, apply_overrides({**common, "name": "demo-sft", "stage": "sft",
                                                 "out_dir": str(out / "sft")}, [
-        *([f"model.init_from={init}"] if init is not None else []),
+        *([f"model.init_from={init}"] if init is not None else [f"model.preset={tiny}"]),
         "data.sft_files=[" + ", ".join(demo.sft_files) + "]",
         f"sft.steps={demo.sft_steps}", f"sft.batch_size={demo.sft_batch}",
         f"sft.optim.learning_rate={demo.sft_lr}", "sft.optim.warmup_steps=" + str(min(20, demo.sft_steps // 10)),
@@ -247,7 +259,7 @@ def _evaluate(run_dir: Path, demo: DemoConfig, data: Path, out: Path, use_tools:
     from vital_jax.eval.predictions import read_predictions
     from vital_jax.eval.runner import evaluate
     from vital_jax.eval.scoring import sample_values, score
-    from vital_jax.models.qwen2_5_vl import load_pretrained
+    from vital_jax.models.families import load_pretrained
     from vital_jax.prompt import load_tokenizer
     from vital_jax.rollout import SamplingOptions
     from vital_jax.config.run_config import vision_settings
@@ -259,10 +271,10 @@ def _evaluate(run_dir: Path, demo: DemoConfig, data: Path, out: Path, use_tools:
     # what the model was trained to see: the checkpoint's settings, else the demo's own
     v = vision_settings(run_dir, default=demo_vision(demo))
     agent = AgentConfig(sampling=SamplingOptions(temperature=0.0, max_new_tokens=demo.max_new_tokens), max_turns=2,
-                        **agent_vision(v))
+                        **agent_vision(v, cfg))
     result = evaluate(cfg, params, tok, "synthetic", samples, out_dir=out, use_tools=use_tools,
-                      batch_size=demo.eval_batch, video_root=data, agent_config=agent, video_kwargs=video_kwargs(v),
-                      clip_kwargs=clip_kwargs(v), limit=demo.eval_limit, seed=demo.seed, blind=blind)
+                      batch_size=demo.eval_batch, video_root=data, agent_config=agent, video_kwargs=video_kwargs(v, cfg),
+                      clip_kwargs=clip_kwargs(v, cfg), limit=demo.eval_limit, seed=demo.seed, blind=blind)
     used = samples[:demo.eval_limit] if demo.eval_limit is not None else samples
     rows = score("synthetic", used, read_predictions(result["predictions"])[0], return_rows=True)["rows"]
     return result, sample_values(used, rows)

@@ -105,8 +105,10 @@ class MeshConfig(Section):
 
 
 class ModelSection(Section):
-    """Which model: a preset (``tiny``/``3b``/``7b``) or ``init_from`` an HF directory / vital_jax
-    model checkpoint (its config wins). Runtime options are the model's RuntimeOptions."""
+    """Which model: a preset (Qwen2.5-VL ``tiny``/``3b``/``7b``, Qwen3-VL ``qwen3_vl_<size>``:
+    ``qwen3_vl_tiny``, ``qwen3_vl_2b``, ``qwen3_vl_8b``, ...) or ``init_from`` an HF directory /
+    vital_jax model checkpoint of either family (its config.json's ``model_type`` wins). Runtime
+    options are the model's RuntimeOptions (one class for both families)."""
 
     preset: Str = "tiny"
     init_from: Str | None = None

@@ -137,8 +137,8 @@ def run(args: argparse.Namespace) -> int:
     if v is not None:  # the settings the checkpoint was trained with (flags given override)
         from vital_jax.trainers.sft import agent_vision
 
-        vision = agent_vision(v)
-    else:              # an outside checkpoint: VITAL's evaluation settings
+        vision = agent_vision(v, cfg)
+    else:              # an outside checkpoint: VITAL's evaluation settings (evaluate() adds its family's)
         max_pixels = 384 * 384 if args.max_pixels is None else args.max_pixels
         video_kw = {"max_frames": 256 if args.frames is None else args.frames, "max_pixels": max_pixels,
                     # qwen-vl-utils' floor (128 tokens a frame) would upscale small videos past the cap

@@ -256,7 +256,14 @@ def evaluate(
         video_kwargs = base.video_kwargs or EVAL_VIDEO_KWARGS
     if clip_kwargs is None:
         clip_kwargs = base.clip_kwargs or {}
-    agent = dataclasses.replace(base, video_kwargs=dict(video_kwargs), clip_kwargs=dict(clip_kwargs))
+    from vital_jax.trainers.sft import with_family
+
+    # the model's family decides the pixel processing and whether times are written as text
+    fam = with_family({"video_kwargs": video_kwargs, "clip_kwargs": clip_kwargs,
+                       "text_timestamps": base.text_timestamps}, cfg)
+    video_kwargs, clip_kwargs = fam["video_kwargs"], fam["clip_kwargs"]
+    agent = dataclasses.replace(base, video_kwargs=dict(video_kwargs), clip_kwargs=dict(clip_kwargs),
+                                text_timestamps=fam["text_timestamps"])
     if blind:
         agent = dataclasses.replace(agent, video_kwargs={**agent.video_kwargs, "frame_transform": blank_frames},
                                     tools=blind_tools(agent.tools))

@@ -8,7 +8,8 @@ Every family package exports the same names, which the sampler and the trainers 
 
 - host side (package): ``ModelConfig``, ``VisionArrays``, ``vision_arrays(cfg, pixels, grids,
   pad_to)``, ``visual_positions(cfg, ids, visuals, start=0)``, ``TEXT_TIMESTAMPS`` (whether the
-  family writes a video's time as text before each temporal group), ``init_params``,
+  family writes a video's time as text before each temporal group), ``vision_processing(cfg)``
+  (the patch grid and pixel statistics :mod:`vital_jax.video` prepares for), ``init_params``,
   ``abstract_params``, ``param_shardings``, ``load_pretrained``;
 - device side (``modeling``): ``encode_vision(cfg, vparams, arrays)`` -> visual features (a pytree
   whose leaves have visual tokens on axis -2), ``hidden_states(cfg, params, ids, features,
@@ -55,6 +56,16 @@ def family_of(config) -> str:
         if isinstance(config, importlib.import_module(mod).ModelConfig):
             return name
     raise FamilyError(f"{type(config).__name__} is not a model config of a known family")
+
+
+def preset_family(preset: str) -> tuple[str, str]:
+    """``(family, size)`` of a run config's ``model.preset``: ``qwen3_vl_<size>`` (e.g.
+    ``qwen3_vl_8b``, ``qwen3_vl_tiny``) is Qwen3-VL, a bare size (``tiny``, ``7b``) Qwen2.5-VL."""
+    name = preset.lower().replace("-", "_")
+    for family in FAMILIES:
+        if name.startswith(family + "_"):
+            return family, name.removeprefix(family + "_")
+    return "qwen2_5_vl", name
 
 
 def package_of(config):

@@ -59,18 +59,19 @@ def run(args) -> int:
     from vital_jax.cli import CommandError
     from vital_jax.eval.commands_eval import checkpoint_vision, load_checkpoint
     from vital_jax.prompt import ChatRenderer
-    from vital_jax.trainers.sft import agent_vision
+    from vital_jax.trainers.sft import agent_vision, with_family
     from vital_jax.video.errors import VideoError
 
     cfg, params, tok = load_checkpoint(args.ckpt)
     v = checkpoint_vision(args.ckpt, max_frames=args.max_frames, max_pixels=args.max_pixels,
                           timestamps=args.timestamps, text_timestamps=args.text_timestamps)
     if v is not None:  # the settings the checkpoint was trained with (flags given override)
-        vision = agent_vision(v)
-    else:              # an outside checkpoint: load_video's and the tool's defaults
-        vision = dict(video_kwargs={k: x for k, x in (("max_pixels", args.max_pixels),
-                                                      ("max_frames", args.max_frames)) if x},
-                      clip_kwargs={"timestamps": bool(args.timestamps)}, text_timestamps=bool(args.text_timestamps))
+        vision = agent_vision(v, cfg)
+    else:              # an outside checkpoint: load_video's and the tool's defaults, for its family
+        vision = with_family(dict(video_kwargs={k: x for k, x in (("max_pixels", args.max_pixels),
+                                                                  ("max_frames", args.max_frames)) if x},
+                                  clip_kwargs={"timestamps": bool(args.timestamps)},
+                                  text_timestamps=bool(args.text_timestamps)), cfg)
     config = AgentConfig(
         sampling=SamplingOptions(temperature=args.temperature, top_p=args.top_p,
                                  repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens),

@@ -30,7 +30,7 @@ from vital_jax.prompt import ChatRenderer, Vision, group_times
 from vital_jax.rollout.sampler import Sampler, SamplerConfig, SamplerError
 from vital_jax.rollout.tool_loop import AgentConfig, Episode, EpisodeRequest, run_episodes
 from vital_jax.video import sampling as vs
-from vital_jax.video import video_info
+from vital_jax.video import Processing, video_info
 from vital_jax.video.errors import VideoError
 
 log = logging.getLogger(__name__)
@@ -84,19 +84,21 @@ def request_budget(renderer: ChatRenderer, request: EpisodeRequest, agent: Agent
             kw = {k: video_kwargs[k] for k in _PLAN_KEYS if k in video_kwargs}
             if kw.get("nframes") is not None:
                 kw["fps"] = None  # as load_video: a frame count replaces the rate
-            plan = vs.plan_video(info.num_frames, info.fps, info.height, info.width, path=video, **kw)
-            f = vs.IMAGE_FACTOR
+            proc = video_kwargs.get("processing") or Processing()   # the model family's patch grid
+            plan = vs.plan_video(info.num_frames, info.fps, info.height, info.width, path=video,
+                                 factor=proc.factor, **kw)
+            f = proc.factor
             vid = -(-len(plan.indices) // 2) * (plan.height // f) * (plan.width // f)
             vid_times = group_times(plan.times, -(-len(plan.indices) // 2))
             duration = info.num_frames / info.fps
-            h, w = vs.smart_resize(info.height, info.width,
+            h, w = vs.smart_resize(info.height, info.width, factor=(clip_kwargs.get("processing") or proc).factor,
                                    min_pixels=clip_kwargs.get("min_pixels", vs.CLIP_MIN_PIXELS),
                                    max_pixels=clip_kwargs.get("max_pixels", vs.CLIP_MAX_PIXELS), path=video)
             ticks = math.floor(clip_kwargs.get("fps", vs.CLIP_FPS) * duration) + 1
             frames = min(ticks, clip_kwargs.get("max_frames", vs.CLIP_MAX_FRAMES))
             clip = -(-frames // 2) * (h // f) * (w // f)
             clip_groups = -(-frames // 2)
-            p = vs.PATCH_SIZE
+            p = proc.patch_size
             frame = max((plan.height // p) * (plan.width // p), (h // p) * (w // p) if use_tool else 0)
         except VideoError:
             vid = clip = 0

@@ -21,7 +21,6 @@ from typing import Any
 import jax
 import numpy as np
 
-from vital_jax.models.qwen2_5_vl.config import ModelConfig
 from vital_jax.config.run_config import ConfigError, RunConfig, dump_config
 from vital_jax.errors import VitalError
 
@@ -96,20 +95,25 @@ def build_tokenizer(cfg: RunConfig):
             return load_tokenizer(source)
     if cfg.model.tokenizer is not None:
         raise ConfigError(f"model.tokenizer: {cfg.model.tokenizer} has no tokenizer.json / vocab.json")
-    if cfg.model.preset != "tiny":
+    from vital_jax.models.families import preset_family
+
+    if preset_family(cfg.model.preset)[1] != "tiny":
         raise ConfigError(f"model.preset {cfg.model.preset!r} needs a tokenizer: set model.tokenizer "
                           "or model.init_from to a directory with tokenizer.json")
     return train_small_tokenizer(synthetic_corpus(), vocab_size=1024)
 
 
-def tiny_config_for(tok) -> ModelConfig:
+def tiny_config_for(tok, family: str = "qwen2_5_vl"):
+    """The family's tiny test model sized to tokenizer ``tok`` (its vocabulary and special ids)."""
+    from vital_jax.models.families import family_module
+
     sp = tok.special
-    return ModelConfig.tiny(vocab_size=tok.vocab_size).replace(
+    return family_module(family).ModelConfig.tiny(vocab_size=tok.vocab_size).replace(
         image_token_id=sp.image_pad, video_token_id=sp.video_pad, vision_start_token_id=sp.vision_start,
         vision_end_token_id=sp.vision_end, eos_token_id=sp.eos, pad_token_id=sp.pad)
 
 
-def build_model(cfg: RunConfig, tok, mesh) -> tuple[ModelConfig, dict]:
+def build_model(cfg: RunConfig, tok, mesh) -> tuple[Any, dict]:
     """(model config with the run's runtime options, params placed on ``mesh``)."""
     m = cfg.model
     runtime = dataclasses.asdict(m.runtime_options())
@@ -123,10 +127,12 @@ def build_model(cfg: RunConfig, tok, mesh) -> tuple[ModelConfig, dict]:
         mcfg = mcfg.with_runtime(**runtime)
         params = jax.tree.map(lambda x: x.astype(m.param_dtype), params)
     else:
-        from vital_jax.models.qwen2_5_vl import init_params
+        from vital_jax.models.families import family_module, preset_family
 
-        mcfg = (tiny_config_for(tok) if m.preset == "tiny" else ModelConfig.preset(m.preset)).with_runtime(**runtime)
-        _, params = init_params(mcfg, seed=m.seed)
+        family, size = preset_family(m.preset)
+        pkg = family_module(family)
+        mcfg = (tiny_config_for(tok, family) if size == "tiny" else pkg.ModelConfig.preset(size)).with_runtime(**runtime)
+        _, params = pkg.init_params(mcfg, seed=m.seed)
     if tok.vocab_size > mcfg.text.vocab_size:
         raise ConfigError(f"tokenizer has {tok.vocab_size} tokens but the model's vocabulary is {mcfg.text.vocab_size}")
     return mcfg, params
@@ -143,7 +149,7 @@ class Run:
     out: Path
     mesh: Any
     tok: Any
-    model_cfg: ModelConfig
+    model_cfg: Any          # the model config of its family (vital_jax.models.families)
     params: dict
     writer: Any
 
@@ -166,7 +172,7 @@ class Run:
     def export_final(self, params: dict) -> Path:
         """HF-format model + tokenizer + the run's video/prompt settings in ``out/final`` (what
         ``vital eval``/``infer`` read)."""
-        from vital_jax.models.qwen2_5_vl import export_pretrained
+        from vital_jax.models.families import export_pretrained
         from vital_jax.config.run_config import write_vision_settings
 
         final = self.out / "final"

@@ -115,8 +115,9 @@ def _perturb(strength: float, sigma: float, seed: tuple):
     return fn
 
 
-def make_requests(cfg: RunConfig, prompts, step: int, strengths: dict) -> list:
-    """EpisodeRequests for ``P`` prompt examples (augmented by the difficulty table)."""
+def make_requests(cfg: RunConfig, prompts, step: int, strengths: dict, mcfg=None) -> list:
+    """EpisodeRequests for ``P`` prompt examples (augmented by the difficulty table); ``mcfg``:
+    the model config, whose family decides how a perturbed video is patched."""
     from vital_jax.rollout.tool_loop import EpisodeRequest
     from vital_jax.data.augment import insert_hint
     from vital_jax.data.sft import prompt_question
@@ -134,7 +135,7 @@ def make_requests(cfg: RunConfig, prompts, step: int, strengths: dict) -> list:
             question = insert_hint(question, ex["hint"], s)
         elif s < 0 and rec.is_video:
             try:
-                visual = load_video(rec.media_path, **video_kwargs(cfg.data.vision),
+                visual = load_video(rec.media_path, **video_kwargs(cfg.data.vision, mcfg),
                                     frame_transform=_perturb(-s, d.noise_sigma, (cfg.seed, step, i)))
             except VideoError:
                 visual = None   # the loop loads it again and reports the error in the episode
@@ -242,7 +243,7 @@ class RLTrainer:
         sampling = (SamplingOptions(temperature=0.0, max_new_tokens=rl.max_new_tokens) if greedy else
                     SamplingOptions(temperature=rl.temperature, top_p=rl.top_p,
                                     repetition_penalty=rl.repetition_penalty, max_new_tokens=rl.max_new_tokens))
-        return AgentConfig(sampling=sampling, max_turns=rl.max_turns, **agent_vision(self.cfg.data.vision))
+        return AgentConfig(sampling=sampling, max_turns=rl.max_turns, **agent_vision(self.cfg.data.vision, self.mcfg))
 
     def build_rollout(self):
         """The rollout contract sized from every training (and held-out) record's budget: its
@@ -352,7 +353,7 @@ class RLTrainer:
 
         t0 = time.perf_counter()
         recs, samples = self.heldout_set()
-        reqs = make_requests(self.cfg, [{"record": r} for r in recs], 0, {})   # no strengths: no augmentation
+        reqs = make_requests(self.cfg, [{"record": r} for r in recs], 0, {}, self.mcfg)   # no strengths: no augmentation
         self.rollouts.params = self.policy_view(self.state.params)
         eps = self.rollouts.run(reqs, self.agent(greedy=True), seed=self.cfg.seed)
         rows = {s.id: prediction_row(s, ep, self.run.tok, {}) for s, ep in zip(samples, eps)}
@@ -375,7 +376,7 @@ class RLTrainer:
     # ---------------------------------------------------------------- rollout
     def rollout(self, prompts, step: int, attempt: int):
         G = self.cfg.rl.group_size
-        reqs = [r for r in make_requests(self.cfg, prompts, step, self.strengths) for _ in range(G)]
+        reqs = [r for r in make_requests(self.cfg, prompts, step, self.strengths, self.mcfg) for _ in range(G)]
         self.rollouts.params = self.policy_view(self.state.params)   # the policy's live buffers, no copy
         base = (self.cfg.seed * 1_000_003 + step * 1009 + attempt * 101 + jax.process_index() * 7919) % 2**31
         return self.rollouts.run(reqs, self.agent(), seed=base)

@@ -28,20 +28,59 @@ from vital_jax.config.run_config import ConfigError, RunConfig, VisionInputConfi
 from vital_jax.trainers.loop import StepLoop
 
 
-def video_kwargs(v: VisionInputConfig) -> dict:
-    return dict(max_frames=v.max_frames, min_pixels=v.min_pixels, max_pixels=v.max_pixels)
+def _processing(mcfg) -> dict:
+    """``load_video``/``load_clip``'s ``processing`` for the model's family; nothing when it is
+    the default (Qwen2.5-VL's), so option dicts (and eval folders' settings) stay as they were."""
+    if mcfg is None:
+        return {}
+    from vital_jax.models.families import package_of
+    from vital_jax.video import Processing
+
+    p = package_of(mcfg).vision_processing(mcfg)
+    return {} if p == Processing() else {"processing": p}
 
 
-def clip_kwargs(v: VisionInputConfig) -> dict:
+def with_family(vision: dict, mcfg) -> dict:
+    """:func:`agent_vision`-style keywords (``video_kwargs``, ``clip_kwargs``,
+    ``text_timestamps``) completed for the model's family: its pixel processing unless given,
+    and timestamps as text where the family always writes them so."""
+    proc = _processing(mcfg)
+    return {**vision, "video_kwargs": {**proc, **(vision.get("video_kwargs") or {})},
+            "clip_kwargs": {**proc, **(vision.get("clip_kwargs") or {})},
+            "text_timestamps": bool(vision.get("text_timestamps")) or _family_timestamps(mcfg)}
+
+
+def _family_timestamps(mcfg) -> bool:
+    if mcfg is None:
+        return False
+    from vital_jax.models.families import package_of
+
+    return bool(package_of(mcfg).TEXT_TIMESTAMPS)
+
+
+def text_timestamps(v: VisionInputConfig, mcfg=None) -> bool:
+    """Whether videos are written with each group's time as text: asked for, or how the model's
+    family always writes them (Qwen3-VL)."""
+    return v.text_timestamps or _family_timestamps(mcfg)
+
+
+def video_kwargs(v: VisionInputConfig, mcfg=None) -> dict:
+    """``load_video`` options of ``v`` for model config ``mcfg``'s family."""
+    return dict(max_frames=v.max_frames, min_pixels=v.min_pixels, max_pixels=v.max_pixels, **_processing(mcfg))
+
+
+def clip_kwargs(v: VisionInputConfig, mcfg=None) -> dict:
+    """``load_clip`` options of ``v`` for model config ``mcfg``'s family."""
     return dict(max_frames=v.clip_max_frames, min_pixels=min(v.min_pixels, v.clip_max_pixels),
-                max_pixels=v.clip_max_pixels, timestamps=v.timestamps)
+                max_pixels=v.clip_max_pixels, timestamps=v.timestamps, **_processing(mcfg))
 
 
-def agent_vision(v: VisionInputConfig) -> dict:
-    """:class:`vital_jax.rollout.AgentConfig` keyword arguments for ``v``: rollouts, held-out
-    episodes and evaluation see videos and prompts exactly as SFT featurises them."""
-    return dict(video_kwargs=video_kwargs(v), clip_kwargs=clip_kwargs(v), text_timestamps=v.text_timestamps,
-                prompts=v.prompt)
+def agent_vision(v: VisionInputConfig, mcfg=None) -> dict:
+    """:class:`vital_jax.rollout.AgentConfig` keyword arguments for ``v`` and the model's family:
+    rollouts, held-out episodes and evaluation see videos and prompts exactly as SFT featurises
+    them."""
+    return dict(video_kwargs=video_kwargs(v, mcfg), clip_kwargs=clip_kwargs(v, mcfg),
+                text_timestamps=text_timestamps(v, mcfg), prompts=v.prompt)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +89,8 @@ class SFTFeatures:
 
     renderer: Any
     vision: VisionInputConfig
+    model: Any = None
+    """The model config (its family's pixel processing and timestamp rule); None: Qwen2.5-VL's."""
 
     def __call__(self, ex: dict) -> dict:
         from vital_jax.data.sft import tokenize_sft
@@ -59,14 +100,14 @@ class SFTFeatures:
 
         rec = ex["record"]
         try:
-            visual = load_video(rec.media_path, **video_kwargs(self.vision)) if rec.is_video else None
+            visual = load_video(rec.media_path, **video_kwargs(self.vision, self.model)) if rec.is_video else None
             clip = None
             if rec.kind == "tool_cot" and rec.tool.tool_params is not None:   # a clip, not a text observation
                 s, e = rec.tool.tool_params
-                clip = load_clip(rec.media_path, s, e, **clip_kwargs(self.vision))
+                clip = load_clip(rec.media_path, s, e, **clip_kwargs(self.vision, self.model))
         except VideoError as e:
             return {**ex, "error": f"{rec.file}: record {rec.index}: {e}"}
-        stamps = self.vision.text_timestamps
+        stamps = text_timestamps(self.vision, self.model)
         r = tokenize_sft(ex, self.renderer, None if visual is None else Vision.of(visual, text_timestamps=stamps),
                          None if clip is None else Vision.of(clip, text_timestamps=stamps))
         visuals = [v for v in (visual, clip) if v is not None]
@@ -107,7 +148,7 @@ def run_sft(cfg: RunConfig, *, resume: bool = True) -> dict:
     mcfg, mesh = run.model_cfg, run.mesh
     renderer = ChatRenderer(run.tok, prompts=cfg.data.vision.prompt)
     it = sft_iterator(records, PipelineConfig(seed=cfg.data.seed, shuffle=cfg.data.shuffle),
-                      batch_size=per_host, load=SFTFeatures(renderer, cfg.data.vision))
+                      batch_size=per_host, load=SFTFeatures(renderer, cfg.data.vision, mcfg))
     optimizer = make_optimizer(cfg.sft.optim, cfg.sft.steps, freeze_vision=mcfg.runtime.freeze_vision)
     state, state_sh = init_state(mcfg, optimizer, run.params, mesh)
     run.params = None

@@ -35,9 +35,11 @@ from vital_jax.video.pipeline import (  # noqa: E402
     video_info,
 )
 from vital_jax.video.sampling import FramePlan, plan_clip, plan_video, smart_resize  # noqa: E402
+from vital_jax.video.patchify import Processing  # noqa: E402
 
 __all__ += [
     "FrameCache",
+    "Processing",
     "FramePlan",
     "VisualInput",
     "default_cache",

@@ -1,4 +1,5 @@
-"""Normalise frames and flatten them into the patch layout of the Qwen2-VL vision tower.
+"""Normalise frames and flatten them into the patch layout of the Qwen2-VL vision tower (and its
+successors': Qwen3-VL's is the same with 16 px patches, see :class:`Processing`).
 
 Layout (what HF's Qwen2-VL image/video processors produce and the Conv3d patch embed plus
 the 2x2 PatchMerger expect): rows are patches ordered by
@@ -9,6 +10,8 @@ patches, so every 4 consecutive rows form one merged token; each row is
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from vital_jax.video.sampling import MERGE_SIZE, PATCH_SIZE, TEMPORAL_PATCH_SIZE
@@ -18,10 +21,28 @@ CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 
 
-def normalize(frames: np.ndarray) -> np.ndarray:
+@dataclasses.dataclass(frozen=True)
+class Processing:
+    """What a model family's vision tower wants of the pixels: the patch grid and the per-channel
+    statistics. The default is Qwen2.5-VL's (14 px patches, CLIP statistics); each model family
+    gives its own (``vision_processing(cfg)`` in its package). Frame sizes become multiples of
+    :attr:`factor` (one merged token's side)."""
+
+    patch_size: int = PATCH_SIZE
+    merge_size: int = MERGE_SIZE
+    temporal_patch_size: int = TEMPORAL_PATCH_SIZE
+    mean: tuple[float, float, float] = tuple(float(x) for x in CLIP_MEAN)
+    std: tuple[float, float, float] = tuple(float(x) for x in CLIP_STD)
+
+    @property
+    def factor(self) -> int:
+        return self.patch_size * self.merge_size
+
+
+def normalize(frames: np.ndarray, processing: Processing = Processing()) -> np.ndarray:
     """uint8 ``[..., C]`` -> float32 ``(x / 255 - mean) / std`` (rescale then normalise, as HF)."""
     x = frames.astype(np.float32) * np.float32(1 / 255)
-    return (x - CLIP_MEAN) / CLIP_STD
+    return (x - np.asarray(processing.mean, np.float32)) / np.asarray(processing.std, np.float32)
 
 
 def patchify(

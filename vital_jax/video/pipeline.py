@@ -25,7 +25,7 @@ from vital_jax.video.cache import FrameCache, default_cache
 from vital_jax.video.decode import VideoInfo, _get_batch, _info, _open
 from vital_jax.video.errors import BadVideoSize, VideoError, VideoNotFound, VideoUnreadable
 from vital_jax.video.overlay import overlay_timestamps
-from vital_jax.video.patchify import normalize, num_merged_tokens, patchify
+from vital_jax.video.patchify import Processing, normalize, num_merged_tokens, patchify
 from vital_jax.video.resize import resize_frames
 
 _DECODE_CHUNK = 32  # frames decoded at full resolution at once (bounds peak memory)
@@ -36,7 +36,8 @@ class VisualInput:
     """One video, clip or image ready for the vision tower.
 
     Attributes:
-      pixel_values: float32 ``[t*h*w, 1176]`` patches in merge-block order.
+      pixel_values: float32 ``[t*h*w, patch_dim]`` patches in merge-block order (1176 values
+        for Qwen2.5-VL's 14 px patches, 1536 for Qwen3-VL's 16 px).
       grid_thw: int64 ``[3]`` patch grid (temporal, height, width), before the 2x2 merge.
       second_per_grid_t: seconds one temporal patch spans (``2 / sample_fps``); 0 for images.
       kind: ``"video"`` or ``"image"``.
@@ -116,10 +117,12 @@ def decode_plan(
     return np.stack([have[int(i)] for i in plan.indices])
 
 
-def _to_input(frames: np.ndarray, plan: sampling.FramePlan, timestamps: bool, kind: str) -> VisualInput:
+def _to_input(frames: np.ndarray, plan: sampling.FramePlan, timestamps: bool, kind: str,
+              processing: Processing) -> VisualInput:
     if timestamps:
         frames = overlay_timestamps(frames, plan.times)
-    pixel_values, grid = patchify(normalize(frames))
+    pixel_values, grid = patchify(normalize(frames, processing), patch_size=processing.patch_size,
+                                  merge_size=processing.merge_size, temporal_patch_size=processing.temporal_patch_size)
     spg = plan.second_per_grid_t if kind == "video" else 0.0
     return VisualInput(pixel_values, grid, float(spg), kind, np.asarray(plan.times, np.float64), plan.indices)
 
@@ -139,8 +142,10 @@ def load_video(
     timestamps: bool = False,
     cache: FrameCache | None = None,
     frame_transform=None,
+    processing: Processing = Processing(),
 ) -> VisualInput:
-    """A whole video (or a ``[start, end]`` window) with the qwen-vl-utils rule.
+    """A whole video (or a ``[start, end]`` window) with the qwen-vl-utils rule, patched for the
+    model family ``processing`` describes (default Qwen2.5-VL).
 
     ``frame_transform(frames uint8 [T, h, w, 3]) -> frames``: applied to the decoded, resized
     frames before normalisation (e.g. DeepVideo-R1's noise / frame masking for easy prompts).
@@ -151,12 +156,12 @@ def load_video(
         info.num_frames, info.fps, info.height, info.width,
         start=start, end=end, fps=None if nframes is not None else fps, nframes=nframes,
         min_frames=min_frames, max_frames=max_frames, min_pixels=min_pixels,
-        max_pixels=max_pixels, total_pixels=total_pixels, path=path,
+        max_pixels=max_pixels, total_pixels=total_pixels, factor=processing.factor, path=path,
     )
     frames = decode_plan(path, plan, grid_fps=None, cache=cache)
     if frame_transform is not None:
         frames = np.asarray(frame_transform(frames), np.uint8)
-    return _to_input(frames, plan, timestamps, "video")
+    return _to_input(frames, plan, timestamps, "video", processing)
 
 
 def load_clip(
@@ -170,16 +175,18 @@ def load_clip(
     max_pixels: int = sampling.CLIP_MAX_PIXELS,
     timestamps: bool = False,
     cache: FrameCache | None = None,
+    processing: Processing = Processing(),
 ) -> VisualInput:
     """VITAL's tool: frames of ``[start, end]`` seconds (raises WindowOutOfRange if invalid)."""
     path = os.fspath(path)
     info = video_info(path)
     plan = sampling.plan_clip(
         info.num_frames, info.fps, info.height, info.width, start, end,
-        fps=fps, max_frames=max_frames, min_pixels=min_pixels, max_pixels=max_pixels, path=path,
+        fps=fps, max_frames=max_frames, min_pixels=min_pixels, max_pixels=max_pixels, factor=processing.factor,
+        path=path,
     )
     frames = decode_plan(path, plan, grid_fps=fps, cache=cache)
-    return _to_input(frames, plan, timestamps, "video")
+    return _to_input(frames, plan, timestamps, "video", processing)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -204,6 +211,7 @@ def load_image(
     *,
     min_pixels: int = sampling.IMAGE_MIN_PIXELS,
     max_pixels: int = sampling.IMAGE_MAX_PIXELS,
+    processing: Processing = Processing(),
 ) -> VisualInput:
     """One image (file path or uint8 ``[H, W, 3]``) -> patches with ``grid_thw = [1, h, w]``."""
     if isinstance(image, np.ndarray):
@@ -214,8 +222,9 @@ def load_image(
     if pixels.ndim != 3 or pixels.shape[-1] != 3 or pixels.dtype != np.uint8:
         raise BadVideoSize(path, f"image must be uint8 [H, W, 3], got {pixels.dtype} {pixels.shape}")
     h, w = sampling.smart_resize(
-        pixels.shape[0], pixels.shape[1], min_pixels=min_pixels, max_pixels=max_pixels, path=path
+        pixels.shape[0], pixels.shape[1], factor=processing.factor, min_pixels=min_pixels, max_pixels=max_pixels,
+        path=path,
     )
     frames = resize_frames(pixels[None], h, w)
     plan = sampling.FramePlan(np.zeros(1, np.int64), h, w, 0.0, np.zeros(1))
-    return _to_input(frames, plan, False, "image")
+    return _to_input(frames, plan, False, "image", processing)

@@ -196,9 +196,11 @@ def plan_video(
     min_pixels: int = VIDEO_MIN_PIXELS,
     max_pixels: int | None = None,
     total_pixels: int = VIDEO_TOTAL_PIXELS,
+    factor: int = IMAGE_FACTOR,
     path: str = "",
 ) -> FramePlan:
-    """The qwen-vl-utils video rule (``fetch_video`` with the decord backend)."""
+    """The qwen-vl-utils video rule (``fetch_video`` with the decord backend); frame sides are
+    multiples of ``factor`` (the model's merged-token side)."""
     first, last = frame_range(num_frames, video_fps, start, end, path=path)
     total = last - first + 1
     n = smart_nframes(
@@ -206,7 +208,7 @@ def plan_video(
     )
     idx = linspace_indices(first, last, n)
     cap = video_max_pixels(n, min_pixels=min_pixels, max_pixels=max_pixels, total_pixels=total_pixels)
-    h, w = smart_resize(height, width, min_pixels=min_pixels, max_pixels=cap, path=path)
+    h, w = smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=cap, path=path)
     sample_fps = n / max(total, 1e-6) * video_fps
     return FramePlan(idx, h, w, sample_fps, idx / video_fps)
 
@@ -237,9 +239,10 @@ def plan_clip(
     max_frames: int = CLIP_MAX_FRAMES,
     min_pixels: int = CLIP_MIN_PIXELS,
     max_pixels: int = CLIP_MAX_PIXELS,
+    factor: int = IMAGE_FACTOR,
     path: str = "",
 ) -> FramePlan:
-    """VITAL's ``get_video_clip_frame`` rule.
+    """VITAL's ``get_video_clip_frame`` rule (frame sides multiples of ``factor``).
 
     The video is viewed on a 2 fps grid: tick ``k`` is time ``k / 2`` s, shown by file frame
     ``min(round(k / 2 * video_fps), num_frames - 1)``. The clip takes ticks
@@ -256,6 +259,6 @@ def plan_clip(
     if count > max_frames:
         ticks = ticks[linspace_indices(0, count - 1, max_frames)]
     idx = np.minimum(np.round(ticks / fps * video_fps).astype(np.int64), num_frames - 1)
-    h, w = smart_resize(height, width, min_pixels=min_pixels, max_pixels=max_pixels, path=path)
+    h, w = smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels, path=path)
     sample_fps = fps * ticks.size / count
     return FramePlan(idx, h, w, sample_fps, ticks / fps)

@@ -1,7 +1,7 @@
 """Qwen2.5-VL (vision tower + M-RoPE decoder) in Flax NNX, functional. Exports the family
 protocol of :mod:`vital_jax.models.families`."""
 
-from vital_jax.models.qwen2_5_vl.api import InputError, encode_visual, forward, vision_arrays, visual_token_index
+from vital_jax.models.qwen2_5_vl.api import InputError, vision_processing, encode_visual, forward, vision_arrays, visual_token_index
 from vital_jax.models.qwen2_5_vl.config import ConfigError, ModelConfig, RuntimeOptions, TextConfig, VisionConfig
 from vital_jax.models.qwen2_5_vl import modeling
 from vital_jax.models.qwen2_5_vl.modeling import (
@@ -15,7 +15,7 @@ from vital_jax.models.qwen2_5_vl.weights import CheckpointError, export_pretrain
 TEXT_TIMESTAMPS = False
 
 __all__ = [
-    "TEXT_TIMESTAMPS", "modeling", "CheckpointError", "ConfigError", "InputError", "KVCache", "ModelConfig", "PositionError", "RuntimeOptions",
+    "TEXT_TIMESTAMPS", "vision_processing", "modeling", "CheckpointError", "ConfigError", "InputError", "KVCache", "ModelConfig", "PositionError", "RuntimeOptions",
     "TextConfig", "VisionArrays", "VisionConfig", "abstract_params", "encode_visual", "export_pretrained",
     "forward", "init_params", "load_pretrained", "param_logical_axes", "param_shardings", "rope_index",
     "row_positions", "vision_arrays", "visual_positions", "visual_token_index",

@@ -134,3 +134,12 @@ def encode_visual(config: ModelConfig, params: dict, pixel_values, grid_thw) -> 
     va = vision_arrays(config, pixel_values, grid_thw)
     n = int(np.sum(np.prod(np.asarray(grid_thw).reshape(-1, 3), axis=1))) // config.vision.merge_unit
     return _jitted_vision(config)(params["vision"], va)[:n]
+
+
+def vision_processing(cfg: ModelConfig):
+    """How this family's tower wants its pixels (patch grid from the config; OpenAI CLIP
+    statistics, as Qwen2.5-VL's preprocessor_config.json) for :mod:`vital_jax.video`."""
+    from vital_jax.video.patchify import Processing
+
+    v = cfg.vision
+    return Processing(patch_size=v.patch_size, merge_size=v.spatial_merge_size, temporal_patch_size=v.temporal_patch_size)

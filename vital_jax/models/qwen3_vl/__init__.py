@@ -5,7 +5,7 @@ test_qwen3_vl_parity.py), with its own rope index (``rope_index``, equal to tran
 ``get_rope_index``). Exports the family protocol of :mod:`vital_jax.models.families`.
 """
 
-from vital_jax.models.qwen3_vl.api import InputError, forward, visual_token_index
+from vital_jax.models.qwen3_vl.api import InputError, vision_processing, forward, visual_token_index
 from vital_jax.models.qwen3_vl.config import ConfigError, ModelConfig, RuntimeOptions, TextConfig, VisionConfig
 from vital_jax.models.qwen3_vl import modeling
 from vital_jax.models.qwen3_vl.rope import PositionError, rope_index, visual_positions
@@ -19,7 +19,7 @@ from vital_jax.models.qwen3_vl.weights import CheckpointError, export_pretrained
 TEXT_TIMESTAMPS = True
 
 __all__ = [
-    "TEXT_TIMESTAMPS", "CheckpointError", "ConfigError", "InputError", "KVCache", "ModelConfig", "PositionError",
+    "TEXT_TIMESTAMPS", "vision_processing", "CheckpointError", "ConfigError", "InputError", "KVCache", "ModelConfig", "PositionError",
     "RuntimeOptions", "TextConfig", "VisionArrays", "VisionConfig", "abstract_params", "decode_hidden", "embed_tokens",
     "encode_vision", "export_pretrained", "forward", "init_params", "load_pretrained", "model_logits", "modeling",
     "mrope_cos_sin", "param_logical_axes", "param_shardings", "rope_index", "vision_arrays", "visual_positions",

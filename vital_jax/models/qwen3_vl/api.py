@@ -16,7 +16,7 @@ from vital_jax.models.qwen2_5_vl.api import InputError, visual_token_index
 from vital_jax.models.qwen3_vl import modeling
 from vital_jax.models.qwen3_vl.config import ModelConfig
 
-__all__ = ["InputError", "forward", "visual_token_index"]
+__all__ = ["InputError", "forward", "vision_processing", "visual_token_index"]
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -49,3 +49,14 @@ def forward(cfg: ModelConfig, params: dict, input_ids, position_ids, attention_m
         vis_index = visual_token_index(cfg, ids, image_grid_thw, video_grid_thw)
         vision = modeling.vision_arrays(cfg, np.concatenate(pix), np.concatenate(grids))
     return np.asarray(_logits(cfg, params, ids, pos, mask, vision, vis_index))
+
+
+def vision_processing(cfg: ModelConfig):
+    """How this family's tower wants its pixels for :mod:`vital_jax.video`: 16 px patches (from
+    the config) and mean = std = 0.5 per channel (transformers' Qwen3-VL image and video
+    processors use IMAGENET_STANDARD_MEAN/STD)."""
+    from vital_jax.video.patchify import Processing
+
+    v = cfg.vision
+    return Processing(patch_size=v.patch_size, merge_size=v.spatial_merge_size, temporal_patch_size=v.temporal_patch_size,
+                      mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
