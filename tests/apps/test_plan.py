@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
 
 import jax
 import pytest
@@ -67,22 +68,31 @@ def test_7b_on_v5p_64_is_planned_without_allocating():
     assert p.fits is False  # 12288-token rows with materialised attention scores do not fit a v5p chip
 
 
-@pytest.mark.parametrize("mesh, devices, gb", [("v5p_64", 32, 95), ("gpu_8", 8, 80)])
-def test_shipped_vital_configs_fit_as_written(mesh, devices, gb):
-    """Every VITAL stage config (7B and 3B) fits a TPU v5p-64 chip and an 80 GB GPU of an 8-GPU
-    node with its mesh file and nothing else: blockwise attention, and micro_batches: auto
-    (one row per device per micro-batch: 8 / 32 for stage 1 on these meshes)."""
-    from pathlib import Path
+ROOT = Path(__file__).resolve().parents[2]
+# every VITAL stage config: Qwen2.5-VL 7B and 3B, Qwen3-VL 8B and 2B
+VITAL_CONFIGS = sorted((ROOT / "configs").glob("vital_*.yaml"))
+MESHES = [("v5p_64", 32, 95), ("gpu_8", 8, 80)]
 
+
+@pytest.mark.parametrize("mesh, devices, gb", MESHES)
+@pytest.mark.parametrize("config", VITAL_CONFIGS, ids=lambda f: f.stem)
+def test_shipped_vital_configs_fit_as_written(config, mesh, devices, gb):
+    """Every VITAL stage config fits a TPU v5p-64 chip and an 80 GB GPU of an 8-GPU node with its
+    mesh file and nothing else: blockwise attention, and micro_batches: auto."""
+    cfg = load_config([config, ROOT / "configs" / "mesh" / f"{mesh}.yaml"])
+    p = plan(cfg, (cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor), devices=devices, device_memory_gb=gb)
+    assert p.fits, (config.name, mesh, p.table())
+
+
+@pytest.mark.parametrize("mesh, devices", [(m, n) for m, n, _ in MESHES])
+@pytest.mark.parametrize("stage1", ["vital_7b_stage1_sft", "vital_qwen3_vl_8b_stage1_sft"])
+def test_stage1_micro_batches_auto(stage1, mesh, devices):
+    """micro_batches: auto gives one row per device per micro-batch: 8 / 32 for stage 1."""
     from vital_jax.config.run_config import resolve_micro_batches
 
-    for f in sorted(Path("configs").glob("vital_*.yaml")):
-        cfg = load_config([f, f"configs/mesh/{mesh}.yaml"])
-        p = plan(cfg, (cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor), devices=devices, device_memory_gb=gb)
-        assert p.fits, (f.name, mesh, p.table())
-    stage1 = load_config(["configs/vital_7b_stage1_sft.yaml", f"configs/mesh/{mesh}.yaml"])
-    shape = (stage1.mesh.data if stage1.mesh.data > 0 else devices // stage1.mesh.fsdp, stage1.mesh.fsdp, 1)
-    assert resolve_micro_batches(stage1, shape).sft.micro_batches == 256 // devices
+    cfg = load_config([ROOT / "configs" / f"{stage1}.yaml", ROOT / "configs" / "mesh" / f"{mesh}.yaml"])
+    shape = (cfg.mesh.data if cfg.mesh.data > 0 else devices // cfg.mesh.fsdp, cfg.mesh.fsdp, 1)
+    assert resolve_micro_batches(cfg, shape).sft.micro_batches == 256 // devices
 
 
 def test_auto_micro_batches_rule():

@@ -2,6 +2,7 @@
 
     vital plan --config configs/vital_7b_stage1_sft.yaml --mesh data=2,fsdp=16,tensor=1 --device-memory 95
     vital plan --config configs/vital_7b_stage2_rl.yaml --model 72b --mesh data=1,fsdp=8,tensor=4 --json
+    vital plan --config configs/vital_qwen3_vl_8b_stage1_sft.yaml --config configs/mesh/gpu_8.yaml --device-memory 80
 
 Rows: params, optimizer state, gradients (+ the optimizer's float32 update tree), batch, gathered
 weights (FSDP / vocab-parallel copies), activations under the configured remat, and for RL the
@@ -21,7 +22,9 @@ def add_arguments(p) -> None:
     p.add_argument("--devices", type=int, default=None, help="device count (resolves a -1 mesh axis)")
     p.add_argument("--device-memory", type=float, default=None, metavar="GB",
                    help="memory of one device in GB (e.g. 95 for TPU v5p, 80 for H100): print a verdict")
-    p.add_argument("--model", default=None, help="model size instead of the config's: tiny, 3b, 7b, 32b, 72b")
+    p.add_argument("--model", default=None,
+                   help="model instead of the config's: Qwen2.5-VL tiny, 3b, 7b, 32b, 72b; "
+                        "Qwen3-VL qwen3_vl_tiny, qwen3_vl_2b, qwen3_vl_4b, qwen3_vl_8b, qwen3_vl_32b")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
 
 

@@ -48,6 +48,14 @@ runs it); under
 ``lax.scan`` a layer's residuals are the union of both ``lax.cond`` branches, so every scanned
 layer keeps both. A frozen tower (RL) runs outside the step and costs nothing here.
 
+Both model families (:mod:`vital_jax.models.families`): the parameter/optimizer rows come from
+the family's own ``abstract_params`` + ``param_shardings``. Qwen3-VL (presets
+``qwen3_vl_<size>``, or ``init_from`` with ``model_type: qwen3_vl``) shares the decoder terms (its
+q/k norms add their float32 residuals: ``qk_norm`` in :func:`_decoder_terms`); DeepStack adds one
+``[b * N/4, D]`` feature to each of its first ``G`` layers; its tower has no windows (every block
+attends within frames over all ``N`` rows) and LayerNorm + GELU blocks: see
+:func:`_qwen3_vl_activations`, checked against XLA in ``tests/apps/test_plan_qwen3_vl.py``.
+
 Accuracy: arguments and outputs match XLA's ``memory_analysis()`` to the byte up to tiny
 replicated scalars; the temporaries (gradients + activations) are a model, checked against XLA on
 CPU in ``tests/apps/test_plan.py``. Other backends fuse differently (TPU usually keeps less);
@@ -77,6 +85,9 @@ EXTRA_PRESETS: dict[str, dict[str, Any]] = {
                 num_heads=64, num_kv_heads=8, tie_word_embeddings=False),
 }
 PRESETS = ("tiny", "3b", "7b", "32b", "72b")
+# Qwen3-VL (``vital_jax.models.qwen3_vl``): ``qwen3_vl_<size>`` -> ``ModelConfig.preset(size)``,
+# ``qwen3_vl_tiny`` -> its test model with the tiny run's 1024-token vocabulary
+QWEN3_VL_PRESETS = ("qwen3_vl_tiny", "qwen3_vl_2b", "qwen3_vl_4b", "qwen3_vl_8b", "qwen3_vl_32b")
 
 
 class PlanError(VitalError, ValueError):
@@ -126,37 +137,73 @@ def resolve_mesh(shape: Sequence[int], devices: int | None) -> tuple[int, int, i
         raise PlanError(str(e)) from None
 
 
+def _known() -> str:
+    return ", ".join(PRESETS + QWEN3_VL_PRESETS)
+
+
+def preset_from_name(name: str) -> str:
+    """The preset an ``init_from`` path that is not on disk names: ``.../Qwen2.5-VL-7B-Instruct``
+    -> ``7b``, ``.../Qwen3-VL-8B-Instruct`` or ``runs/vital_qwen3_vl_8b/...`` -> ``qwen3_vl_8b``."""
+    if re.search(r"(?i)qwen[-_.]?3[-_.]?vl", name):
+        hit = re.findall(r"(?i)(?<![0-9.])(2|4|8|32)b(?![a-z0-9])", name)
+        if hit:
+            return "qwen3_vl_" + hit[-1].lower() + "b"
+    else:
+        hit = re.findall(r"(?i)(?<![0-9.])(3|7|32|72)b(?![a-z0-9])", name)
+        if hit:
+            return hit[-1].lower() + "b"
+    raise PlanError(f"model.init_from {name} is not on this machine and its name names no size; "
+                    f"pass --model one of {_known()}")
+
+
+def _preset_config(preset: str):
+    """ModelConfig (of its family, :func:`vital_jax.models.families.preset_family`) of a preset."""
+    from vital_jax.models.families import family_module, preset_family
+
+    family, size = preset_family(preset)
+    if family == "qwen3_vl":
+        q3 = family_module("qwen3_vl").ModelConfig
+        if size == "tiny":
+            return q3.tiny(vocab_size=1024)
+        if "qwen3_vl_" + size not in QWEN3_VL_PRESETS:
+            raise PlanError(f"unknown model {preset!r}; known: {_known()}")
+        return q3.preset(size)
+    preset = size
+    from vital_jax.models.qwen2_5_vl.config import ModelConfig, TextConfig
+
+    if preset == "tiny":
+        # the trainer sizes the tiny model's vocabulary to its own 1024-token tokenizer
+        return ModelConfig.tiny(vocab_size=1024)
+    if preset in EXTRA_PRESETS:
+        t = TextConfig(**EXTRA_PRESETS[preset])
+        v7 = ModelConfig.preset("7b").vision
+        return ModelConfig(text=t, vision=dataclasses.replace(v7, out_hidden_size=t.hidden_size))
+    if preset in PRESETS:
+        return ModelConfig.preset(preset)
+    raise PlanError(f"unknown model {preset!r}; known: {_known()}")
+
+
 def model_config(cfg: RunConfig, preset: str | None = None):
     """The run's ModelConfig with its runtime options: ``preset`` if given, else the config.json
-    of ``model.init_from`` when it is on disk, else a preset guessed from the ``init_from`` name
-    (``.../Qwen2.5-VL-7B-Instruct`` -> 7b), else ``model.preset``."""
-    from vital_jax.models.qwen2_5_vl.config import ModelConfig, TextConfig
+    of ``model.init_from`` when it is on disk (its ``model_type`` picks the family), else a preset
+    guessed from the ``init_from`` name (:func:`preset_from_name`), else ``model.preset``. Qwen2.5-VL
+    presets are ``tiny``/``3b``/``7b``/``32b``/``72b``, Qwen3-VL ones ``qwen3_vl_<size>``."""
+    from vital_jax.models.families import FamilyError, family_module, model_type_of
 
     m = cfg.model
     mcfg = None
     if preset is None and m.init_from:
         cj = Path(m.init_from) / "config.json"
         if cj.is_file():
-            mcfg = ModelConfig.from_hf_file(cj, strict=False)
+            try:
+                family = family_module(model_type_of(m.init_from))
+            except FamilyError as e:
+                raise PlanError(f"model.init_from {m.init_from}: {e}") from None
+            mcfg = family.ModelConfig.from_hf_file(cj, strict=False)
         else:
-            hit = re.findall(r"(?i)(?<![0-9.])(3|7|32|72)b(?![a-z0-9])", m.init_from)
-            if not hit:
-                raise PlanError(f"model.init_from {m.init_from} is not on this machine and its name "
-                                f"names no size; pass --model one of {', '.join(PRESETS)}")
-            preset = hit[-1].lower() + "b"
+            preset = preset_from_name(m.init_from)
     if mcfg is None:
-        preset = (preset or m.preset).lower()
-        if preset == "tiny":
-            # the trainer sizes the tiny model's vocabulary to its own 1024-token tokenizer
-            mcfg = ModelConfig.tiny(vocab_size=1024)
-        elif preset in EXTRA_PRESETS:
-            t = TextConfig(**EXTRA_PRESETS[preset])
-            v7 = ModelConfig.preset("7b").vision
-            mcfg = ModelConfig(text=t, vision=dataclasses.replace(v7, out_hidden_size=t.hidden_size))
-        elif preset in PRESETS:
-            mcfg = ModelConfig.preset(preset)
-        else:
-            raise PlanError(f"unknown model {preset!r}; known: {', '.join(PRESETS)}")
+        mcfg = _preset_config((preset or m.preset).lower())
     return mcfg.with_runtime(param_dtype=m.param_dtype, compute_dtype=m.compute_dtype,
                              scan_layers=m.scan_layers, remat=m.remat, attention=m.attention,
                              freeze_vision=m.freeze_vision)
@@ -217,10 +264,22 @@ def abstract_batch(mcfg, cfg: RunConfig) -> dict:
         if cfg.rl.updates_per_rollout > 1:
             out["old_logp"] = S((M, b, L), f32)
     if N > 0:
+        qwen3 = _family(mcfg) == "qwen3_vl"
         if cfg.stage == "rl" and mcfg.runtime.freeze_vision:
             # RL with a frozen tower: embeddings computed once outside the step
-            out["vis_embeds"] = S((M, b, N // mcfg.vision.merge_unit, mcfg.text.hidden_size),
-                                  jnp.dtype(mcfg.runtime.compute_dtype))
+            cd = jnp.dtype(mcfg.runtime.compute_dtype)
+            out["vis_embeds"] = S((M, b, N // mcfg.vision.merge_unit, mcfg.text.hidden_size), cd)
+            G = len(mcfg.vision.deepstack_visual_indexes) if qwen3 else 0
+            if G:   # Qwen3-VL: and the DeepStack features of the first G decoder layers (the
+                # trainer carries both as one (merged, deepstack) pair under vis_embeds)
+                out["deepstack_embeds"] = S((M, b, G, N // mcfg.vision.merge_unit, mcfg.text.hidden_size), cd)
+        elif qwen3:
+            # Qwen3-VL's tower inputs (``qwen3_vl.modeling``): frame segments, 2-D rotary
+            # positions, the bilinear taps into the learned position table; HF patch order
+            v = mcfg.vision
+            out["vision"] = {"pixels": S((M, b, N, v.patch_dim), f32), "seg": S((M, b, N), i32),
+                             "rot_hw": S((M, b, N, 2), i32), "interp_idx": S((M, b, N, 4), i32),
+                             "interp_w": S((M, b, N, 4), f32)}
         else:
             v = mcfg.vision
             out["vision"] = {"pixels": S((M, b, N, v.patch_dim), f32), "perm": S((M, b, N), i32),
@@ -230,17 +289,29 @@ def abstract_batch(mcfg, cfg: RunConfig) -> dict:
     return out
 
 
+def _family(mcfg) -> str:
+    from vital_jax.models.families import family_of
+
+    return family_of(mcfg)
+
+
+def _rows_axes(x) -> tuple:
+    """(micro-batch, rows, rest...) logical axes of a batch leaf the trainer has no table for."""
+    return (None, "batch") + (None,) * (len(x.shape) - 2)
+
+
 def _batch_shardings(mesh, batch):
     from vital_jax.sharding import named_sharding
-    from vital_jax.trainers.batch import BATCH_AXES, VISION_AXES
+    from vital_jax.trainers.batch import BATCH_AXES
 
     axes = dict(BATCH_AXES, vis_embeds=(None, "batch", None, None))
     out = {}
     for k, x in batch.items():
         if k == "vision":
-            out[k] = {n: named_sharding(mesh, VISION_AXES[n], a.shape) for n, a in x.items()}
+            # every tower array is [M, b, ...]: rows over the batch axes, like trainers.batch does
+            out[k] = {n: named_sharding(mesh, _rows_axes(a), a.shape) for n, a in x.items()}
         else:
-            out[k] = named_sharding(mesh, axes[k], x.shape)
+            out[k] = named_sharding(mesh, axes.get(k) or _rows_axes(x), x.shape)
     return out
 
 
@@ -253,7 +324,7 @@ def _with_sharding(tree, shardings):
 def abstract_step_inputs(cfg: RunConfig, mcfg, mesh):
     """(state, batch, optimizer) as sharded ShapeDtypeStructs on ``mesh`` (an AbstractMesh or a
     real one): exactly what ``jit_train_step`` is called with."""
-    from vital_jax.models.qwen2_5_vl import modeling
+    from vital_jax.models.families import family_module
     from vital_jax.trainers.optim import make_optimizer
     from vital_jax.trainers.step import abstract_state, state_shardings
 
@@ -262,8 +333,9 @@ def abstract_step_inputs(cfg: RunConfig, mcfg, mesh):
     cfg = resolve_micro_batches(cfg, (mesh.shape["data"], mesh.shape["fsdp"]))
     section = cfg.sft if cfg.stage == "sft" else cfg.rl
     optimizer = make_optimizer(section.optim, section.steps, freeze_vision=mcfg.runtime.freeze_vision)
-    param_sh = modeling.param_shardings(mcfg, mesh)
-    opt_abstract = jax.eval_shape(optimizer.init, modeling.abstract_params(mcfg))
+    family = family_module(_family(mcfg))   # both families export abstract_params + param_shardings
+    param_sh = family.param_shardings(mcfg, mesh)
+    opt_abstract = jax.eval_shape(optimizer.init, family.abstract_params(mcfg))
     state = abstract_state(mcfg, optimizer, state_shardings(optimizer, param_sh, opt_abstract))
     batch = abstract_batch(mcfg, cfg)
     return state, _with_sharding(batch, _batch_shardings(mesh, batch)), optimizer
@@ -313,14 +385,19 @@ def attention_bytes(impl: str, *, b: int, H: int, K: int, n: int, d: int) -> tup
     return scores, 1.5 * scores
 
 
-def _decoder_terms(*, T, b, L, D, H, K, d, F, c, layers, remat, attention) -> dict[str, float]:
-    """Saved-per-layer, working set and stack of a transformer stack (see the module docstring)."""
+def _decoder_terms(*, T, b, L, D, H, K, d, F, c, layers, remat, attention, qk_norm=False) -> dict[str, float]:
+    """Saved-per-layer, working set and stack of a transformer stack (see the module docstring).
+    ``qk_norm`` (Qwen3): the RMSNorm of each query/key head keeps its float32 input and output and
+    the normed value, ``T * (H + K) * d * (8 + c)``, wherever the layer's q/k residuals live
+    (the stack without remat, the one-layer working set under any remat; ``dots`` recomputes
+    them from the saved projections)."""
     kept, peak = attention_bytes(attention, b=b, H=H, K=K, n=L, d=d)
-    none = kept + T * c * (5 * D + 2 * K * d + 6 * F)
+    qk = T * (H + K) * d * (8 + c) if qk_norm else 0
+    none = kept + T * c * (5 * D + 2 * K * d + 6 * F) + qk
     saved = {"none": none, "dots": T * c * (H * d + 2 * K * d + 2 * D + 2 * F), "full": T * c * D}[remat]
     # backward of one layer (recomputed under remat): the MLP's residuals are freed before the
     # attention's backward, whose peak is the attention's own plus the q/k/v/o residuals
-    work = peak + T * c * (2 * D + 2 * (H + K) * d) + 2 * T * 4 * D
+    work = peak + T * c * (2 * D + 2 * (H + K) * d) + 2 * T * 4 * D + qk
     return {"stack": layers * saved, "work": work}
 
 
@@ -340,11 +417,14 @@ def activation_bytes(mcfg, cfg: RunConfig, shape) -> dict[str, float]:
     H, K, F = _split(t.num_heads, tp), _split(t.num_kv_heads, tp), _split(t.intermediate_size, tp)
     V = _split(t.vocab_size, tp)
     T = b * L
+    qwen3 = _family(mcfg) == "qwen3_vl"
     text = _decoder_terms(T=T, b=b, L=L, D=t.hidden_size, H=H, K=K, d=t.head_dim, F=F, c=c,
-                          layers=t.num_layers, remat=rt.remat, attention=rt.attention)
+                          layers=t.num_layers, remat=rt.remat, attention=rt.attention, qk_norm=qwen3)
     head = 2 * b * (L - 1) * V * 4 + 8 * T * 4 * t.hidden_size
     out = {"text": text["stack"] + max(head, text["work"]), "vision": 0.0}
     N = max(cfg.data.vision_buckets)
+    if qwen3:
+        return _qwen3_vl_activations(out, mcfg, cfg, b=b, N=N, c=c, tp=tp)
     if N > 0 and not (cfg.stage == "rl" and rt.freeze_vision):
         Hv, Fv = _split(v.num_heads, tp), _split(v.intermediate_size, tp)
         Tv, w = b * N, v.window_merged ** 2 * v.merge_unit
@@ -359,6 +439,45 @@ def activation_bytes(mcfg, cfg: RunConfig, shape) -> dict[str, float]:
         # the merged embeddings (and their gradient) stay alive into the text stack
         merged = 2 * b * (N // v.merge_unit) * t.hidden_size * c
         out["vision"] = stack + work + merged
+    return out
+
+
+def _qwen3_vl_activations(out: dict, mcfg, cfg: RunConfig, *, b: int, N: int, c: int, tp: int) -> dict:
+    """Qwen3-VL on top of the shared decoder terms in ``out["text"]``: DeepStack, and a tower
+    without windows (``C`` tower width, ``Hv``/``Fv`` its heads/MLP width per device, ``Tv = b N``).
+
+    - DeepStack: the first ``G = len(deepstack_visual_indexes)`` decoder layers each take one
+      ``[b * N/4, D]`` feature, kept for the backward: ``G * b * (N/4) * D * c`` in the text row.
+    - Every tower block attends within frames over all ``N`` rows (:func:`attention_bytes` over
+      ``N``). Without remat a block keeps ``per = Tv * c * (8C + 5 Hv d + 6 Fv)`` (LayerNorms,
+      q/k/v with their rotary, the tanh-GELU MLP's intermediates) plus the attention's own;
+      ``dots`` its matmul outputs, ``full`` its input. The backward of one block holds the
+      attention's peak, its q/k/v/o and half the MLP's residuals:
+      ``work = peak + Tv * c * (2C + 4 Hv d + 3 Fv) + 2 * Tv * 4 * C``.
+    - The ``1 + G`` mergers are not rematerialised (LayerNorm output and both sides of the GELU,
+      ``[N/4, 4C]`` each: ``3 Tv c C``); the merged embeddings, the ``G`` DeepStack features and
+      their gradients stay alive into the text stack.
+
+    Fitted to XLA's CPU buffer assignment of the tower's forward + backward (f32, 1024..4096
+    patches, remat none/full, 4..8 blocks, 1..2 DeepStack taps: within ~10 %).
+    """
+    t, v, rt = mcfg.text, mcfg.vision, mcfg.runtime
+    if N <= 0:
+        return out
+    G = len(v.deepstack_visual_indexes)
+    Mv, D = N // v.merge_unit, t.hidden_size
+    out["text"] += G * b * Mv * D * c
+    if cfg.stage == "rl" and rt.freeze_vision:
+        return out
+    Hv, Fv, C, d = _split(v.num_heads, tp), _split(v.intermediate_size, tp), v.hidden_size, v.head_dim
+    Tv = b * N
+    kept, peak = attention_bytes(rt.attention, b=b, H=Hv, K=Hv, n=N, d=d)
+    per = Tv * c * (8 * C + 5 * Hv * d + 6 * Fv)
+    saved = {"none": per + kept, "dots": Tv * c * (3 * Hv * d + 2 * C + Fv), "full": Tv * c * C}[rt.remat]
+    work = peak + Tv * c * (2 * C + 4 * Hv * d + 3 * Fv) + 2 * Tv * 4 * C
+    mergers = (1 + G) * 3 * Tv * c * C
+    merged = 2 * (1 + G) * b * Mv * D * c
+    out["vision"] = v.depth * saved + work + mergers + merged
     return out
 
 
@@ -478,7 +597,8 @@ def plan(cfg: RunConfig, mesh_shape: Sequence[int], *, devices: int | None = Non
                      f"divide: each device runs {b_dev} rows (replicated work); make the rows per "
                      f"micro-batch a multiple of {shape[0] * shape[1]}")
     N = max(cfg.data.vision_buckets)
-    if "activations (vision)" in rows and mcfg.vision.fullatt_block_indexes and N > 4096 and rt.attention not in ("blockwise", "auto", "splash"):
+    full_blocks = getattr(mcfg.vision, "fullatt_block_indexes", True)   # Qwen3-VL: every block
+    if "activations (vision)" in rows and full_blocks and N > 4096 and rt.attention not in ("blockwise", "auto", "splash"):
         notes.append(f"the vision tower's full-attention blocks materialise [{N}, {N}] scores per row and head "
                      "(model.attention=blockwise does not)")
     if cfg.stage == "rl":
