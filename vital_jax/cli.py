@@ -17,7 +17,7 @@ from vital_jax.errors import VitalError
 # name -> (module, one-line help). Keep sorted by pipeline stage.
 # Add one line per new subcommand.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "convert": ("vital_jax.models.commands_convert", "HF Qwen2.5-VL directory -> vital_jax checkpoint (Orbax)"),
+    "convert": ("vital_jax.models.commands_convert", "HF Qwen2.5-VL or Qwen3-VL directory -> vital_jax checkpoint (Orbax)"),
     "export": ("vital_jax.models.commands_export", "vital_jax checkpoint -> HF directory (config.json + safetensors)"),
     "synth": ("vital_jax.data.commands_synth", "write the synthetic long-video task suite"),
     "data": ("vital_jax.data.commands_check", "check annotation files: schema, videos, times"),

@@ -1,6 +1,6 @@
 """``vital eval``: run a checkpoint over a benchmark with the tool loop; predictions + metrics.
 
-``--ckpt`` is an HF-format Qwen2.5-VL directory or a vital checkpoint (``vital convert``), with
+``--ckpt`` is an HF-format Qwen2.5-VL or Qwen3-VL directory or a vital checkpoint (``vital convert``), with
 its tokenizer, as ``vital infer`` takes it.
 A checkpoint exported by the trainers carries its video/prompt settings (``vital_settings.json``:
 frames, pixels, timestamps, textual timestamps); they are the defaults here, and each flag given
@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from vital_jax.eval.benchmarks import BENCHMARKS
 
     p.description = (__doc__ or "").strip()
-    p.add_argument("--ckpt", required=True, help="HF-format Qwen2.5-VL directory (config.json, *.safetensors) or "
+    p.add_argument("--ckpt", required=True, help="HF-format Qwen2.5-VL or Qwen3-VL directory (config.json, *.safetensors) or "
                    "vital checkpoint (vital convert), with its tokenizer (tokenizer.json or vocab.json + merges.txt)")
     # not argparse choices: an unknown name is a one-line CommandError listing the known ones
     p.add_argument("--benchmark", required=True, metavar="NAME", help="one of: " + ", ".join(sorted(BENCHMARKS)))

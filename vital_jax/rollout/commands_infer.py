@@ -1,6 +1,6 @@
 """``vital infer``: answer a question about a video with the tool loop and print the transcript.
 
-``--ckpt`` is an HF-format Qwen2.5-VL directory (config.json + safetensors) or a vital checkpoint
+``--ckpt`` is an HF-format Qwen2.5-VL or Qwen3-VL directory (config.json + safetensors) or a vital checkpoint
 (``vital convert``: config.json + params/), holding the tokenizer (tokenizer.json, or vocab.json +
 merges.txt). Runs one episode through the same KV-cached sampler and tool loop as RL rollouts.
 A checkpoint exported by the trainers carries its video/prompt settings (``vital_settings.json``);
@@ -15,7 +15,7 @@ import os
 
 def add_arguments(p) -> None:
     p.description = (__doc__ or "").strip()
-    p.add_argument("--ckpt", required=True, help="HF-format Qwen2.5-VL directory (config.json, *.safetensors) or "
+    p.add_argument("--ckpt", required=True, help="HF-format Qwen2.5-VL or Qwen3-VL directory (config.json, *.safetensors) or "
                    "vital checkpoint (vital convert), with its tokenizer (tokenizer.json or vocab.json + merges.txt)")
     p.add_argument("--video", required=True, help="video file")
     p.add_argument("--question", required=True, help="question text")

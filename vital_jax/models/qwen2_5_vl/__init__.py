@@ -1,7 +1,9 @@
 """Qwen2.5-VL (vision tower + M-RoPE decoder) in Flax NNX, functional. Exports the family
 protocol of :mod:`vital_jax.models.families`."""
 
-from vital_jax.models.qwen2_5_vl.api import InputError, vision_processing, encode_visual, forward, vision_arrays, visual_token_index
+from vital_jax.models.qwen2_5_vl.api import (
+    InputError, encode_visual, forward, vision_arrays, vision_processing, visual_token_index,
+)
 from vital_jax.models.qwen2_5_vl.config import ConfigError, ModelConfig, RuntimeOptions, TextConfig, VisionConfig
 from vital_jax.models.qwen2_5_vl import modeling
 from vital_jax.models.qwen2_5_vl.modeling import (
@@ -15,8 +17,9 @@ from vital_jax.models.qwen2_5_vl.weights import CheckpointError, export_pretrain
 TEXT_TIMESTAMPS = False
 
 __all__ = [
-    "TEXT_TIMESTAMPS", "vision_processing", "modeling", "CheckpointError", "ConfigError", "InputError", "KVCache", "ModelConfig", "PositionError", "RuntimeOptions",
-    "TextConfig", "VisionArrays", "VisionConfig", "abstract_params", "encode_visual", "export_pretrained",
-    "forward", "init_params", "load_pretrained", "param_logical_axes", "param_shardings", "rope_index",
-    "row_positions", "vision_arrays", "visual_positions", "visual_token_index",
+    "TEXT_TIMESTAMPS", "abstract_params", "CheckpointError", "ConfigError", "encode_visual",
+    "export_pretrained", "forward", "init_params", "InputError", "KVCache", "load_pretrained", "ModelConfig",
+    "modeling", "param_logical_axes", "param_shardings", "PositionError", "rope_index", "row_positions",
+    "RuntimeOptions", "TextConfig", "vision_arrays", "vision_processing", "VisionArrays", "VisionConfig",
+    "visual_positions", "visual_token_index",
 ]

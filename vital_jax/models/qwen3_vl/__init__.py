@@ -19,9 +19,9 @@ from vital_jax.models.qwen3_vl.weights import CheckpointError, export_pretrained
 TEXT_TIMESTAMPS = True
 
 __all__ = [
-    "TEXT_TIMESTAMPS", "vision_processing", "CheckpointError", "ConfigError", "InputError", "KVCache", "ModelConfig", "PositionError",
-    "RuntimeOptions", "TextConfig", "VisionArrays", "VisionConfig", "abstract_params", "decode_hidden", "embed_tokens",
-    "encode_vision", "export_pretrained", "forward", "init_params", "load_pretrained", "model_logits", "modeling",
-    "mrope_cos_sin", "param_logical_axes", "param_shardings", "rope_index", "vision_arrays", "visual_positions",
-    "visual_token_index",
+    "TEXT_TIMESTAMPS", "abstract_params", "CheckpointError", "ConfigError", "decode_hidden", "embed_tokens",
+    "encode_vision", "export_pretrained", "forward", "init_params", "InputError", "KVCache",
+    "load_pretrained", "model_logits", "ModelConfig", "modeling", "mrope_cos_sin", "param_logical_axes",
+    "param_shardings", "PositionError", "rope_index", "RuntimeOptions", "TextConfig", "vision_arrays",
+    "vision_processing", "VisionArrays", "VisionConfig", "visual_positions", "visual_token_index",
 ]
