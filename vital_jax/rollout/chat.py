@@ -19,7 +19,8 @@ class ChatSession:
 
     Example::
 
-        from vital_jax.models.qwen2_5_vl import load_pretrained
+        from vital_jax import load_pretrained
+        from vital_jax.models.families import package_of
         from vital_jax.prompt import ChatRenderer, load_tokenizer
         from vital_jax.rollout import ChatSession, Sampler, SamplerConfig, SamplingOptions
         from vital_jax.video import load_video
@@ -27,7 +28,7 @@ class ChatSession:
         cfg, params = load_pretrained("ckpt/")
         chat = ChatSession(Sampler(cfg, params, SamplerConfig(batch_size=1, cache_length=8192)),
                            ChatRenderer(load_tokenizer("ckpt/")), SamplingOptions(max_new_tokens=256))
-        video = load_video("match.mp4")
+        video = load_video("match.mp4", processing=package_of(cfg).vision_processing(cfg))   # its patches
         print(chat.send("Who scores first?", visual=video, duration=float(video.frame_times[-1])))
         print(chat.send("And how?"))          # appended to the same cache
         chat.reset()                          # forget everything
@@ -55,7 +56,9 @@ class ChatSession:
 
     def send(self, text: str, visual=None, duration: float | None = None) -> str:
         """Append a user turn (optionally with a video/image) and return the assistant's reply."""
-        vision = None if visual is None else Vision.of(visual)
+        # a family that writes a video's time as text (Qwen3-VL) gets its "<t seconds>" stamps
+        stamps = bool(self.sampler.family.TEXT_TIMESTAMPS)
+        vision = None if visual is None else Vision.of(visual, text_timestamps=stamps)
         if self.state is None:
             ids = list(self.renderer.prompt(text, vision, duration=duration, use_tool=False).ids)
         else:
