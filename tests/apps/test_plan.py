@@ -28,12 +28,8 @@ def _small_model(remat: str) -> ModelConfig:
                             num_kv_heads=2, mrope_section=(8, 12, 12)).with_runtime(remat=remat)
 
 
-@pytest.mark.parametrize("mesh_shape, attention, tokens", [((2, 2, 2), "xla", 256), ((8, 1, 1), "xla", 256),
-                                                       ((2, 2, 2), "blockwise", 256), ((2, 2, 2), "blockwise", 1024)])
-def test_estimate_matches_xla_memory_analysis(devices8, mesh_shape, attention, tokens):
-    """Each attention implementation is modelled: blockwise's backward holds blocks, not scores."""
-    cfg = load_config(None, [*SMALL, f"data.token_buckets=[{tokens}]", f"model.attention={attention}"])
-    mcfg = _small_model("none").with_runtime(attention=attention)
+def step_memory_ratios(cfg, mcfg, mesh_shape) -> dict[str, float]:
+    """Planner estimate / XLA's compiled memory analysis of the SFT step, per part and at peak."""
     mesh = make_mesh(*mesh_shape)
     state, batch, optimizer = abstract_step_inputs(cfg, mcfg, mesh)
     step = jit_train_step(lambda p, mb, ctx: sft_loss(mcfg, p, mb, ctx["token_count"]), optimizer,
@@ -46,6 +42,16 @@ def test_estimate_matches_xla_memory_analysis(devices8, mesh_shape, attention, t
     # the donated state aliases its outputs: peak = arguments + temp (+ the few non-aliased outputs)
     peak_xla = xla["argument"] + xla["output"] - ma.alias_size_in_bytes + xla["temp"]
     ratios["peak"] = (est["argument"] + est["temp"]) / peak_xla
+    return ratios
+
+
+@pytest.mark.parametrize("mesh_shape, attention, tokens", [((2, 2, 2), "xla", 256), ((8, 1, 1), "xla", 256),
+                                                       ((2, 2, 2), "blockwise", 256), ((2, 2, 2), "blockwise", 1024)])
+def test_estimate_matches_xla_memory_analysis(devices8, mesh_shape, attention, tokens):
+    """Each attention implementation is modelled: blockwise's backward holds blocks, not scores."""
+    cfg = load_config(None, [*SMALL, f"data.token_buckets=[{tokens}]", f"model.attention={attention}"])
+    mcfg = _small_model("none").with_runtime(attention=attention)
+    ratios = step_memory_ratios(cfg, mcfg, mesh_shape)
     assert abs(ratios["argument"] - 1) < 0.01 and abs(ratios["output"] - 1) < 0.01, ratios
     assert abs(ratios["temp"] - 1) < 0.10, ratios
     assert abs(ratios["peak"] - 1) < 0.10, ratios

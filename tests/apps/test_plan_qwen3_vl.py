@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from vital_jax.apps.plan import PlanError, activation_bytes, abstract_step_inputs, model_config, plan, \
-    step_memory_estimate
+from tests.apps.test_plan import step_memory_ratios
+from vital_jax.apps.plan import PlanError, activation_bytes, model_config, plan
 from vital_jax.cli import main
 from vital_jax.config.run_config import load_config, to_dict
 from vital_jax.models import qwen2_5_vl, qwen3_vl
@@ -167,24 +167,11 @@ def _small(**vision) -> qwen3_vl.ModelConfig:
 def test_decoder_estimate_matches_xla_memory_analysis(devices8):
     """The Qwen3 decoder (q/k norms) in the trainer's real SFT step, as the Qwen2.5 check in
     test_plan.py: arguments exact, temporaries and peak within 10 %."""
-    from vital_jax.sharding import make_mesh
-    from vital_jax.trainers.step import jit_train_step, sft_loss
-
     mesh_shape = (2, 2, 2)
     cfg = load_config(None, ["sft.batch_size=16", "sft.micro_batches=2", "data.token_buckets=[256]",
                              "data.vision_buckets=[0]", "model.attention=xla"])
     mcfg = _small().with_runtime(attention="xla")
-    mesh = make_mesh(*mesh_shape)
-    state, batch, optimizer = abstract_step_inputs(cfg, mcfg, mesh)
-    step = jit_train_step(lambda p, mb, ctx: sft_loss(mcfg, p, mb, ctx["token_count"]), optimizer,
-                          jax.tree.map(lambda x: x.sharding, state), jax.tree.map(lambda x: x.sharding, batch))
-    with jax.set_mesh(mesh):
-        ma = step.lower(state, batch).compile().memory_analysis()
-    est = step_memory_estimate(cfg, mesh_shape, mcfg)
-    xla = {"argument": ma.argument_size_in_bytes, "output": ma.output_size_in_bytes, "temp": ma.temp_size_in_bytes}
-    ratios = {k: est[k] / xla[k] for k in xla}
-    peak_xla = xla["argument"] + xla["output"] - ma.alias_size_in_bytes + xla["temp"]
-    ratios["peak"] = (est["argument"] + est["temp"]) / peak_xla
+    ratios = step_memory_ratios(cfg, mcfg, mesh_shape)
     assert abs(ratios["argument"] - 1) < 0.01 and abs(ratios["output"] - 1) < 0.01, ratios
     assert abs(ratios["temp"] - 1) < 0.10 and abs(ratios["peak"] - 1) < 0.10, ratios
 

@@ -68,13 +68,18 @@ def _hf_model(tie: bool, seed: int):
     return model.eval()
 
 
-@pytest.fixture(scope="module")
-def untied(tmp_path_factory):
-    model = _hf_model(tie=False, seed=0)
-    d = tmp_path_factory.mktemp("qwen3_vl_untied")
+def saved_hf_model(tmp_path_factory, *, tie: bool, seed: int):
+    """``(transformers model, our config, our params)``: a random model saved and loaded by us."""
+    model = _hf_model(tie=tie, seed=seed)
+    d = tmp_path_factory.mktemp(f"qwen3_vl_{'tied' if tie else 'untied'}_{seed}")
     model.save_pretrained(d)
     cfg, params = load_pretrained(d)
     return model, cfg, params
+
+
+@pytest.fixture(scope="module")
+def untied(tmp_path_factory):
+    return saved_hf_model(tmp_path_factory, tie=False, seed=0)
 
 
 def _pixels(grid, seed):

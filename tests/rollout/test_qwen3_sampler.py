@@ -13,9 +13,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from tests.models import hf_reference as ref  # noqa: E402
-from tests.models.test_qwen3_vl_parity import _hf_model, _hf_positions, _pixels  # noqa: E402
+from tests.models.test_qwen3_vl_parity import _hf_positions, _pixels, saved_hf_model  # noqa: E402
 from vital_jax.models.families import forward  # noqa: E402
-from vital_jax.models.qwen3_vl import load_pretrained  # noqa: E402
 from vital_jax.rollout import Sampler, SamplerConfig, SamplingOptions, Segment  # noqa: E402
 from vital_jax.testing import CompileCounter  # noqa: E402
 
@@ -26,11 +25,7 @@ SAMPLER = SamplerConfig(batch_size=2, cache_length=160, chunk_buckets=(8, 32, 64
 
 @pytest.fixture(scope="module")
 def hf_qwen3(tmp_path_factory):
-    model = _hf_model(tie=False, seed=1)
-    d = tmp_path_factory.mktemp("qwen3_sampler")
-    model.save_pretrained(d)
-    cfg, params = load_pretrained(d)
-    return model, cfg, params
+    return saved_hf_model(tmp_path_factory, tie=False, seed=1)
 
 
 def _item(grid, seed, kind="video"):
