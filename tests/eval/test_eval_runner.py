@@ -8,6 +8,8 @@ numbers are finite and equal to `vital score` on the same predictions, and the e
 import json
 import math
 
+import numpy as np
+
 import pytest
 
 from vital_jax.rollout.tool_loop import END_REASONS, AgentConfig
@@ -284,3 +286,24 @@ def test_frames_band_the_tower_and_oom_is_one_line(tmp_path, ckpt, suite, capsys
     assert seen == [16]
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "out of device memory" in err
     assert "--batch-size" in err and "--max-pixels" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_blind_clip_is_rebuilt_in_the_models_patch_layout(family):
+    """The blanked clip keeps the clip's grid in the model family's patches (Qwen3-VL: 16 px,
+    mean = std = 0.5): one constant patch row, the shape of the clip it replaces."""
+    from vital_jax.models.families import family_module
+    from vital_jax.rollout.tools import ToolContext, ToolResult
+    from vital_jax.video.patchify import normalize, patchify
+    from vital_jax.video.pipeline import VisualInput
+
+    pkg = family_module(family)
+    proc = pkg.vision_processing(pkg.ModelConfig.tiny())
+    side = 2 * proc.factor
+    frames = np.random.default_rng(0).integers(0, 255, (4, side, side, 3), dtype=np.uint8)
+    pix, grid = patchify(normalize(frames, proc), patch_size=proc.patch_size)
+    clip = VisualInput(pix, grid, 1.0, "video", np.arange(4) * 0.5, np.arange(4))
+    out = runner._blank_clip(ToolResult(visual=clip, start=0.0, end=2.0), ToolContext(None, 2.0, {"processing": proc}))
+    blank = out.visual.pixel_values
+    assert blank.shape == pix.shape == (2 * 4 * 4, 3 * 2 * proc.patch_size ** 2)
+    assert np.allclose(blank, blank[0]) and not np.allclose(pix, pix[0])

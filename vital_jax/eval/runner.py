@@ -48,9 +48,8 @@ from vital_jax.eval.scoring import score
 from vital_jax.prompt import ChatRenderer
 from vital_jax.prompt.tokens import IMAGE_PAD, VIDEO_PAD
 from vital_jax.rollout import SamplerConfig, SamplerError, SamplingOptions
-from vital_jax.video import sampling as vs
 from vital_jax.video.overlay import overlay_timestamps
-from vital_jax.video.patchify import normalize, patchify
+from vital_jax.video.patchify import Processing, normalize, patchify
 from vital_jax.errors import VitalError
 
 log = logging.getLogger(__name__)
@@ -119,10 +118,13 @@ def _blank_clip(result: ToolResult, ctx: ToolContext) -> ToolResult:
     if v is None:
         return result
     t, h, w = (int(x) for x in np.asarray(v.grid_thw).reshape(3))
-    frames = blank_frames(np.zeros((len(v.frame_times), h * vs.PATCH_SIZE, w * vs.PATCH_SIZE, 3), np.uint8))
+    proc = ctx.clip_kwargs.get("processing") or Processing()   # the model family's patches
+    p = proc.patch_size
+    frames = blank_frames(np.zeros((len(v.frame_times), h * p, w * p, 3), np.uint8))
     if ctx.clip_kwargs.get("timestamps"):
         frames = overlay_timestamps(frames, v.frame_times)   # the clock stays, as on the question video
-    pixels, grid = patchify(normalize(frames))
+    pixels, grid = patchify(normalize(frames, proc), patch_size=p, merge_size=proc.merge_size,
+                            temporal_patch_size=proc.temporal_patch_size)
     if pixels.shape != np.asarray(v.pixel_values).shape or not np.array_equal(grid.reshape(3), [t, h, w]):
         raise ValueError(f"blind clip: rebuilt grid {grid.tolist()} differs from the clip's {[t, h, w]}")
     return dataclasses.replace(result, visual=dataclasses.replace(v, pixel_values=pixels))
