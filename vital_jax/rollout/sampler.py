@@ -1,6 +1,6 @@
 """Host side of the sampler: buckets, positions, vision layout, and the jitted calls.
 
-:class:`Sampler` owns the compiled functions for one ``(ModelConfig, SamplerConfig)`` and turns
+:class:`Sampler` owns the compiled functions for one ``(model config, SamplerConfig)`` and turns
 ragged per-row requests into the static shapes of :mod:`vital_jax.rollout.sampler_core`:
 
 - :meth:`Sampler.extend` appends a :class:`Segment` (token ids + the visual items whose

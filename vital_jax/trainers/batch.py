@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from vital_jax.models.qwen2_5_vl.config import ModelConfig
 from vital_jax.models.families import package_of
 from vital_jax.errors import VitalError
 
@@ -48,15 +47,16 @@ def _bucket(n: int, buckets: Sequence[int], what: str, row: int) -> int:
     raise BatchError(f"row {row}: {n} {what} exceed the largest bucket {max(buckets)}")
 
 
-def build_batch(cfg: ModelConfig, rows: Sequence[Sequence_], *, micro_batches: int,
+def build_batch(cfg, rows: Sequence[Sequence_], *, micro_batches: int,
                 token_buckets: Sequence[int], vision_buckets: Sequence[int],
                 with_vision: bool = True, token_len: int | None = None,
                 patch_len: int | None = None) -> dict[str, Any]:
-    """NumPy batch pytree with leading ``[M, b]`` dims (see the module docstring).
+    """NumPy batch pytree with leading ``[M, b]`` dims (see the module docstring), for a model
+    config ``cfg`` of any family (its positions and tower layout, :mod:`vital_jax.models.families`).
 
     Keys: ``input_ids, attention_mask, position_ids [M, 3, b, L], loss_mask (float32),
-    vis_index, advantages [M, b]``, ``vision`` (a dict of the tower's layout
-    arrays, ``[M, b, N, ...]``) when any row has a visual input, and ``sampler_logp`` ``[M, b, L]``
+    vis_index, advantages [M, b]``, ``vision`` (the family's ``VisionArrays`` fields as a dict,
+    ``[M, b, N, ...]``) when any row has a visual input, and ``sampler_logp`` ``[M, b, L]``
     when every row carries the sampler's log-probs (RL).
     """
     n = len(rows)
