@@ -49,7 +49,7 @@ from vital_jax.prompt import ChatRenderer
 from vital_jax.prompt.tokens import IMAGE_PAD, VIDEO_PAD
 from vital_jax.rollout import SamplerConfig, SamplerError, SamplingOptions
 from vital_jax.video.overlay import overlay_timestamps
-from vital_jax.video.patchify import Processing, normalize, patchify
+from vital_jax.video.patchify import Processing, to_patches
 from vital_jax.errors import VitalError
 
 log = logging.getLogger(__name__)
@@ -123,8 +123,7 @@ def _blank_clip(result: ToolResult, ctx: ToolContext) -> ToolResult:
     frames = blank_frames(np.zeros((len(v.frame_times), h * p, w * p, 3), np.uint8))
     if ctx.clip_kwargs.get("timestamps"):
         frames = overlay_timestamps(frames, v.frame_times)   # the clock stays, as on the question video
-    pixels, grid = patchify(normalize(frames, proc), patch_size=p, merge_size=proc.merge_size,
-                            temporal_patch_size=proc.temporal_patch_size)
+    pixels, grid = to_patches(frames, proc)
     if pixels.shape != np.asarray(v.pixel_values).shape or not np.array_equal(grid.reshape(3), [t, h, w]):
         raise ValueError(f"blind clip: rebuilt grid {grid.tolist()} differs from the clip's {[t, h, w]}")
     return dataclasses.replace(result, visual=dataclasses.replace(v, pixel_values=pixels))

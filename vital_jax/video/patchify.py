@@ -83,3 +83,10 @@ def num_merged_tokens(grid_thw, merge_size: int = MERGE_SIZE) -> int:
     """Placeholder tokens one visual input takes in the text: ``t * h * w / merge**2``."""
     t, h, w = (int(v) for v in grid_thw)
     return t * h * w // (merge_size * merge_size)
+
+
+def to_patches(frames: np.ndarray, processing: Processing = Processing()) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 frames ``[T, H, W, C]`` -> ``(pixel_values, grid_thw)`` for the model family
+    ``processing`` describes: :func:`normalize` then :func:`patchify` with its grid."""
+    return patchify(normalize(frames, processing), patch_size=processing.patch_size,
+                    merge_size=processing.merge_size, temporal_patch_size=processing.temporal_patch_size)

@@ -25,7 +25,7 @@ from vital_jax.video.cache import FrameCache, default_cache
 from vital_jax.video.decode import VideoInfo, _get_batch, _info, _open
 from vital_jax.video.errors import BadVideoSize, VideoError, VideoNotFound, VideoUnreadable
 from vital_jax.video.overlay import overlay_timestamps
-from vital_jax.video.patchify import Processing, normalize, num_merged_tokens, patchify
+from vital_jax.video.patchify import Processing, num_merged_tokens, to_patches
 from vital_jax.video.resize import resize_frames
 
 _DECODE_CHUNK = 32  # frames decoded at full resolution at once (bounds peak memory)
@@ -121,8 +121,7 @@ def _to_input(frames: np.ndarray, plan: sampling.FramePlan, timestamps: bool, ki
               processing: Processing) -> VisualInput:
     if timestamps:
         frames = overlay_timestamps(frames, plan.times)
-    pixel_values, grid = patchify(normalize(frames, processing), patch_size=processing.patch_size,
-                                  merge_size=processing.merge_size, temporal_patch_size=processing.temporal_patch_size)
+    pixel_values, grid = to_patches(frames, processing)
     spg = plan.second_per_grid_t if kind == "video" else 0.0
     return VisualInput(pixel_values, grid, float(spg), kind, np.asarray(plan.times, np.float64), plan.indices)
 
