@@ -14,7 +14,10 @@ Prints JSON lines (``{"name", "value", "unit", ...}``, as ``vital bench``):
    (6 N T + causal attention) / time / the device's peak (``--peak-tflops``; default by device
    kind: H100 989, H200 989, A100 312, TPU v5p 459, v5e 197).
 3. ``decode_tokens_per_s``: the KV-cached sampler on the same model, ``--decode-rows`` rows
-   prefilled with 512 tokens, then 256 greedy tokens each.
+   prefilled with 512 tokens, then 256 greedy tokens each; ``decode_tokens_per_s_<kernel>`` the
+   same through the device's Pallas decode kernel (``runtime.decode_attention``: ``gpu_decode``
+   on a GPU, ``tpu_paged`` on a TPU), with its ratio to the first and the share of equal greedy
+   tokens. ``parity_decode_<kernel>_<dtype>`` (step 1) checks that kernel alone against the CPU.
 4. ``append_vs_reprefill``: a tool turn (a 64-token text observation plus a video clip of 256
    merged tokens) appended into the live cache vs a fresh prefill of the whole history: seconds
    of each and their ratio.
@@ -36,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# runtime.decode_attention's Pallas kernel per backend (vital_jax.models.qwen2_5_vl.decode_kernels)
+DECODE_KERNEL = {"gpu": "gpu_decode", "tpu": "tpu_paged"}
 PEAK_TFLOPS = {"h100": 989.0, "h200": 989.0, "a100": 312.0, "v5p": 459.0, "v5e": 197.0, "v6e": 918.0}
 
 
@@ -123,6 +128,41 @@ def parity(args) -> None:
             gdiff = float(np.linalg.norm(flat - ref_flat) / np.linalg.norm(ref_flat))
             emit(f"parity_{impl}_{dtype}", diff, "max |logit diff|", grad_rel_l2=gdiff, device=str(dev),
                  ok=bool(diff <= lg_tol and gdiff <= g_tol), tolerance={"logits": lg_tol, "grad_rel_l2": g_tol})
+    decode_parity(cpu, dev, backend)
+
+
+def decode_parity(cpu, dev, backend) -> None:
+    """The device's decode kernel (``runtime.decode_attention``) on one query per row over a
+    GQA cache with per-row lengths, against the CPU reference in float32."""
+    import jax
+    import jax.numpy as jnp
+
+    from vital_jax.models.qwen2_5_vl.decode_kernels import DECODE_KERNELS
+    from vital_jax.models.qwen2_5_vl.modeling import xla_attention
+
+    name = DECODE_KERNEL.get(backend)
+    if name is None:
+        return
+    rng = np.random.default_rng(0)
+    B, H, K, S, d = 4, 28, 4, 1024, 128                                     # Qwen2.5-VL-7B's heads
+    q, k, v = (rng.normal(size=s).astype(np.float32) for s in ((B, H, d), (B, K, S, d), (B, K, S, d)))
+    lengths = np.asarray([1, 300, 777, S], np.int32)
+    mask = np.arange(S)[None, None, :] < lengths[:, None, None]
+    with jax.default_matmul_precision("highest"):
+        want = np.asarray(jax.jit(xla_attention, static_argnums=4)(
+            *jax.device_put((q[:, None], k, v, mask), cpu), d ** -0.5))[:, 0]
+    for dtype, tol in (("float32", 1e-2 if backend == "tpu" else 1e-3), ("bfloat16", 5e-2)):
+        args = jax.device_put((jnp.asarray(q, dtype), jnp.asarray(k, dtype), jnp.asarray(v, dtype),
+                               jnp.asarray(lengths)), dev)
+        try:
+            got = jax.jit(DECODE_KERNELS.get(name), static_argnums=4)(*args, d ** -0.5)
+            diff = float(np.max(np.abs(np.asarray(got, np.float32) - want)))
+        except Exception as e:   # a kernel this device cannot compile: say so, go on
+            emit(f"parity_decode_{name}_{dtype}", None, "max |output diff|", ok=False,
+                 error=str(e).splitlines()[0][:300])
+            continue
+        emit(f"parity_decode_{name}_{dtype}", diff, "max |output diff|", ok=bool(diff <= tol), tolerance=tol,
+             device=str(dev))
 
 
 def mid_config(smoke: bool):
@@ -193,7 +233,25 @@ def speed(args) -> None:
     decode_s = time.perf_counter() - t0
     n = sum(len(x) for x in out.tokens)
     emit("decode_tokens_per_s", n / decode_s, "tokens/s", rows=R, prompt_tokens=P, new_tokens=G, seconds=decode_s,
-         prefill_s=prefill_s, cache_length=cache)
+         prefill_s=prefill_s, cache_length=cache, decode_attention="auto")
+    kernel = DECODE_KERNEL.get(jax.default_backend(), "gpu_decode" if args.smoke else None)
+    if kernel is not None:   # the same decode through the device's Pallas decode kernel
+        try:
+            ks = Sampler(cfg.with_runtime(decode_attention=kernel), params, sampler.config)
+            ks.generate(ks.prefill([Segment(p) for p in prompts]), greedy)
+            kstate = ks.prefill([Segment(p) for p in prompts])
+            jax.block_until_ready(kstate.cache)
+            t0 = time.perf_counter()
+            _, kout = ks.generate(kstate, greedy)
+            kernel_s = time.perf_counter() - t0
+            kn = sum(len(x) for x in kout.tokens)
+            same = float(np.mean([np.mean(a[:min(len(a), len(b))] == b[:min(len(a), len(b))])
+                                  for a, b in zip(kout.tokens, out.tokens)]))
+            emit(f"decode_tokens_per_s_{kernel}", kn / kernel_s, "tokens/s", seconds=kernel_s,
+                 vs_auto=(kn / kernel_s) / (n / decode_s), greedy_tokens_equal_auto=same, decode_attention=kernel)
+            del ks, kstate
+        except Exception as e:
+            emit(f"decode_tokens_per_s_{kernel}", None, "tokens/s", ok=False, error=str(e).splitlines()[0][:300])
 
     # a tool turn: text + a clip, appended into the live cache vs re-prefilling the whole history
     class Clip:

@@ -25,11 +25,12 @@ def _full_logits(cfg, params, ids, visuals):
     return np.asarray(forward(cfg, params, batch))[0]
 
 
-@pytest.mark.parametrize("attention", ["xla", "blockwise"])
-def test_prefill_append_decode_equals_full_forward(hf_tiny, attention):
-    """Against one full forward of the reference path (xla), whichever attention the sampler runs."""
+@pytest.mark.parametrize("attention,decode", [("xla", "auto"), ("blockwise", "auto"), ("xla", "gpu_decode")])
+def test_prefill_append_decode_equals_full_forward(hf_tiny, attention, decode):
+    """Against one full forward of the reference path (xla), whichever attention the sampler runs
+    (``gpu_decode``: the decode steps through JAX's Pallas GPU kernel, interpret mode on CPU)."""
     _, cfg, params = hf_tiny
-    s = Sampler(cfg.with_runtime(attention=attention), params, SamplerConfig(batch_size=3, cache_length=160, chunk_buckets=(8, 32, 64),
+    s = Sampler(cfg.with_runtime(attention=attention, decode_attention=decode), params, SamplerConfig(batch_size=3, cache_length=160, chunk_buckets=(8, 32, 64),
                                            vision_buckets=(64, 256), max_visual_tokens=96, decode_steps=4))
     v1, v2 = visual((2, 4, 4), seed=1), visual((4, 4, 6), seed=2, spg=0.5)
     img = visual((1, 2, 4), seed=3, spg=0.0, kind="image")

@@ -123,6 +123,10 @@ class ModelSection(Section):
     """Attention implementation by registry name (``vital_jax.models.qwen2_5_vl.modeling.ATTENTION``):
     ``auto`` (blockwise at long lengths, xla at short ones), ``xla``, ``blockwise``, ``splash``
     (TPU), ``cudnn`` (GPU)."""
+    decode_attention: Str = "auto"
+    """The sampler's decode steps (``vital_jax.models.qwen2_5_vl.decode_kernels``): ``auto`` (the
+    cache rule of ``attention``), ``xla``, ``blockwise``, ``gpu_decode`` (Pallas GPU), ``tpu_paged``
+    (Pallas TPU)."""
     freeze_vision: Bool = False
     vision_frame_block: Int = 0
     """Banded full-attention blocks of the tower: patches of the largest frame (0: dense)."""

@@ -97,6 +97,10 @@ class RuntimeOptions:
       or ``"cudnn"`` (``jax.nn.dot_product_attention``'s cuDNN kernel on a GPU in bf16/f16, else
       xla with the reason logged). More plug in through
       :func:`vital_jax.models.qwen2_5_vl.modeling.register_attention` (same signature as xla's).
+    - ``decode_attention``: the sampler's decode steps over the KV cache
+      (:mod:`~vital_jax.models.qwen2_5_vl.decode_kernels`): ``"auto"`` (the default: the cache
+      rule of ``attention``), ``"xla"``, ``"blockwise"``, ``"gpu_decode"`` (JAX's Pallas GPU
+      split-K decode kernel) or ``"tpu_paged"`` (JAX's Pallas TPU paged-attention kernel).
     - ``freeze_vision``: no gradient flows into the vision tower (VITAL's RL setting).
     - ``vision_frame_block``: 0 (default) runs the full-attention vision blocks with a dense
       [N, N] frame mask, right for any layout. k > 0 promises that no frame (one temporal slice
@@ -112,12 +116,14 @@ class RuntimeOptions:
     scan_layers: bool = True
     remat: str = "none"
     attention: str = "auto"
+    decode_attention: str = "auto"
     freeze_vision: bool = False  # stop gradients at the vision tower's output
     vision_frame_block: int = 0
     logits_chunk: int = 128
 
     def __post_init__(self):
         # messages are "runtime.<field>: ..." (a run config reports them under model.<field>)
+        from vital_jax.models.qwen2_5_vl.decode_kernels import check_name as check_decode_name
         from vital_jax.models.qwen2_5_vl.modeling import ATTENTION   # modeling imports this module
 
         for name in ("param_dtype", "compute_dtype"):
@@ -131,6 +137,10 @@ class RuntimeOptions:
             ATTENTION.canonical(self.attention)
         except (KeyError, TypeError) as e:
             raise ConfigError(f"runtime.attention: {e.args[0]}") from None
+        try:
+            check_decode_name(self.decode_attention)
+        except KeyError as e:
+            raise ConfigError(f"runtime.decode_attention: {e.args[0]}") from None
         if not isinstance(self.vision_frame_block, int) or self.vision_frame_block < 0:
             raise ConfigError(f"runtime.vision_frame_block: {self.vision_frame_block!r}; expected an int >= 0")
         if not isinstance(self.logits_chunk, int) or self.logits_chunk < 0:

@@ -23,6 +23,7 @@ from flax import nnx
 
 from vital_jax.models.qwen2_5_vl.blockwise import blockwise_attention
 from vital_jax.models.qwen2_5_vl.config import ModelConfig
+from vital_jax.models.qwen2_5_vl.decode_kernels import DECODE_KERNELS, check_name as decode_name
 from vital_jax.models.qwen2_5_vl.splash import splash_attention
 from vital_jax.registry import Registry
 from vital_jax.sharding import constrain
@@ -132,11 +133,15 @@ def blockwise_masked_attention(q: Array, k: Array, v: Array, mask: Array, scale:
 AUTO_BLOCKWISE_FROM = {"sequence": 2048, "cache": 4096}
 
 
-def _impl(cfg: ModelConfig, site: str, keys: int) -> str:
+def _impl(cfg: ModelConfig, site: str, keys: int, decode: bool = False) -> str:
     """The implementation one call runs: ``runtime.attention``, with ``auto`` picking ``blockwise``
     from :data:`AUTO_BLOCKWISE_FROM` keys on (a static shape: decided when tracing) and ``xla``
     below, ``splash`` running ``blockwise`` over the KV cache (no splash mask for per-row
-    offsets), and ``cudnn`` falling back by its rule (:func:`cudnn_attention`)."""
+    offsets), and ``cudnn`` falling back by its rule (:func:`cudnn_attention`). A ``decode`` step
+    over the cache (one query per row) runs ``runtime.decode_attention`` unless that is ``auto``
+    (:mod:`~vital_jax.models.qwen2_5_vl.decode_kernels`)."""
+    if decode and decode_name(cfg.runtime.decode_attention) != "auto":
+        return decode_name(cfg.runtime.decode_attention)
     name = ATTENTION.canonical(cfg.runtime.attention)
     if name == "auto":
         return "blockwise" if keys >= AUTO_BLOCKWISE_FROM[site] else "xla"
@@ -607,8 +612,10 @@ def attend(cfg, q: Array, k: Array, v: Array, kv, *, mask, write_at) -> tuple[Ar
             o = attention_fn(impl)(q, k, v, causal_mask(mask.valid), t.head_dim ** -0.5)
     elif isinstance(mask, SlotMask):
         n, S = q.shape[1], k.shape[2]
-        impl = _impl(cfg, "cache", S)
-        if impl == "blockwise":   # key blocks of the cache, no [n, S] scores
+        impl = _impl(cfg, "cache", S, decode=n == 1)
+        if impl in DECODE_KERNELS:   # a decode kernel: row b sees slots [0, length + 1)
+            o = DECODE_KERNELS.get(impl)(q[:, 0], k, v, mask.length + 1, t.head_dim ** -0.5)[:, None]
+        elif impl == "blockwise":   # key blocks of the cache, no [n, S] scores
             B = q.shape[0]
             pos_q = mask.length[:, None] + jnp.arange(n, dtype=jnp.int32)[None]
             pos_k = jnp.broadcast_to(jnp.arange(S, dtype=jnp.int32), (B, S))

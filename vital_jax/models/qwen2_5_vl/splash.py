@@ -77,14 +77,21 @@ def splash_attention(q: Array, k: Array, v: Array, scale: float, *, seg_q: Array
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty:
         return fn(q, k, v, seg_q, seg_k)
-    sizes = dict(mesh.shape)
-    rows = tuple(a for a in ("data", "fsdp") if sizes.get(a, 1) > 1)
-    rows = rows if rows and q.shape[0] % _prod(sizes[a] for a in rows) == 0 else ()
-    heads = "tensor" if sizes.get("tensor", 1) > 1 and k.shape[1] % sizes["tensor"] == 0 else None
-    r = rows or None
+    r, heads = row_head_specs(mesh, q.shape[0], k.shape[1])
     return jax.shard_map(fn, mesh=mesh, in_specs=(P(r, None, heads, None), P(r, heads, None, None),
                                                   P(r, heads, None, None), P(r, None), P(r, None)),
                          out_specs=P(r, None, heads, None), check_vma=False)(q, k, v, seg_q, seg_k)
+
+
+def row_head_specs(mesh, rows: int, kv_heads: int):
+    """How a kernel's ``shard_map`` splits its call: rows over the mesh's (data, fsdp) axes and KV
+    heads over ``tensor``, each only where the size divides (else that axis stays whole).
+    Returns (rows spec entry or None, heads spec entry or None)."""
+    sizes = dict(mesh.shape)
+    axes = tuple(a for a in ("data", "fsdp") if sizes.get(a, 1) > 1)
+    axes = axes if axes and rows % _prod(sizes[a] for a in axes) == 0 else ()
+    heads = "tensor" if sizes.get("tensor", 1) > 1 and kv_heads % sizes["tensor"] == 0 else None
+    return axes or None, heads
 
 
 def _prod(xs) -> int:
