@@ -151,7 +151,7 @@ def test_model_forward_and_grad_equal_xla(monkeypatch, caplog):
             return jnp.sum(lg[0, 6:] ** 2) + jnp.sum(lg[1] ** 2) + jnp.sum(encode_vision(c, p["vision"], va) ** 2)
 
         with caplog.at_level(logging.WARNING, logger="vital_jax.models.qwen2_5_vl.modeling"):
-            out[name] = jax.value_and_grad(loss)(params)
+            out[name] = jax.jit(jax.value_and_grad(loss))(params)
     np.testing.assert_allclose(out["blockwise"][0], out["xla"][0], rtol=1e-5)
     for a, b in zip(jax.tree.leaves(out["blockwise"][1]), jax.tree.leaves(out["xla"][1])):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-4)
