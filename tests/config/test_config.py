@@ -240,6 +240,7 @@ def test_unknown_prompt_set_is_a_config_error():
 
 @pytest.mark.parametrize("override, match", [
     ("model.attention=flash", r"model\.attention: unknown attention implementation 'flash'; known: auto, blockwise, cudnn, splash, xla"),
+    ("model.decode_attention=paged", r"model\.decode_attention: unknown decode attention 'paged'; known: auto, xla, blockwise, gpu_decode, tpu_paged"),
     ("model.remat=some", r"model\.remat: 'some' is not one of 'none', 'full', 'dots'"),
     ("model.param_dtype=f33", r"model\.param_dtype: 'f33' is not a dtype"),
     ("sft.optim.schedule=step", r"sft\.optim\.schedule: 'step' is not one of"),

@@ -118,7 +118,9 @@ def _sft(root, task, steps, bucket, *extra, lr=3e-3, batch=16):
     cfg = load_config(None, _common(root, root / f"sft_{task}", task, bucket) + [*extra,
         "stage=sft", f"model.init_from={root / 'init'}", f"data.sft_files=[{task}_sft.jsonl]",
         f"sft.steps={steps}", f"sft.batch_size={batch}", f"sft.optim.learning_rate={lr}", "sft.optim.warmup_steps=5",
-        "sft.optim.schedule=cosine", "sft.optim.final_lr_fraction=0.1"])
+        "sft.optim.schedule=cosine", "sft.optim.final_lr_fraction=0.1",
+        # the videos are blank (the tasks live in the text): a frozen tower makes a step ~40 % cheaper
+        "model.freeze_vision=true"])
     return run_sft(cfg)
 
 
