@@ -26,19 +26,22 @@ def request_fake_cpu_devices(n: int = NUM_FAKE_DEVICES) -> None:
 
 
 class CompileCounter:
-    """Counts XLA backend compilations (and their seconds) while active.
+    """Counts the XLA programs built while active: backend compilations (and their seconds) and
+    programs loaded from the persistent compilation cache (``hits``; the test suite runs with one),
+    so a program rebuilt after warm-up counts even when the disk cache spares its compile.
 
     >>> with CompileCounter() as cc:
     ...     f(x)
-    >>> cc.count, cc.seconds
+    >>> cc.count, cc.seconds, cc.hits
     """
 
     _EVENT = "/jax/core/compile/backend_compile_duration"
+    _HIT = "/jax/compilation_cache/cache_hits"
     _installed = False
     _active: list["CompileCounter"] = []
 
     def __init__(self):
-        self.count, self.seconds = 0, 0.0
+        self.count, self.seconds, self.hits = 0, 0.0, 0
 
     @classmethod
     def _listener(cls, event, duration, **kwargs):
@@ -47,11 +50,19 @@ class CompileCounter:
                 c.count += 1
                 c.seconds += duration
 
+    @classmethod
+    def _hit_listener(cls, event, *args, **kwargs):
+        if event == cls._HIT:
+            for c in cls._active:
+                c.count += 1
+                c.hits += 1
+
     def __enter__(self):
         import jax
 
         if not CompileCounter._installed:
             jax.monitoring.register_event_duration_secs_listener(CompileCounter._listener)
+            jax.monitoring.register_event_listener(CompileCounter._hit_listener)
             CompileCounter._installed = True
         CompileCounter._active.append(self)
         return self

@@ -125,7 +125,7 @@ def _sft(root, task, steps, bucket, *extra, lr=3e-3, batch=16):
 
 
 @pytest.fixture(scope="module")
-def fixed_sft(world, compile_cache):
+def fixed_sft(world):
     return _sft(world, "fixed", 100, 192)["final"]
 
 
@@ -236,7 +236,7 @@ def make_tool_world(root):
 
 
 @pytest.fixture(scope="module")
-def tool_sft(tmp_path_factory, compile_cache):
+def tool_sft(tmp_path_factory):
     root = make_tool_world(tmp_path_factory.mktemp("tool"))
     return root, _sft(root, "tool", TOOL_SFT_STEPS, 192, *TOOL_ARGS)
 

@@ -168,7 +168,7 @@ def _cfg(suite, out, steps=3, extra=()):
                               "rl.optim.learning_rate=1e-3", "rl.mask_truncated=false", *extra])
 
 
-def test_rl_run_resumes_exactly(suite, tmp_path, monkeypatch, compile_cache):
+def test_rl_run_resumes_exactly(suite, tmp_path, monkeypatch):
     monkeypatch.setattr(rl_mod, "score_episode", _fake_score)
     extra = ("rl.difficulty.enabled=true", "rl.dynamic_sampling=true", "rl.max_refills=1")
     full = rl_mod.run_rl(_cfg(suite, tmp_path / "full", extra=extra))
@@ -220,7 +220,7 @@ def test_reward_ignores_the_end_of_turn_token():
     assert rl_mod.score_episode(cfg, rec, ep)["format"] == 0.0
 
 
-def test_periodic_heldout_eval_gives_the_curve(suite, tmp_path, compile_cache):
+def test_periodic_heldout_eval_gives_the_curve(suite, tmp_path):
     """rl.eval_every: greedy held-out episodes at step 0, every eval_every steps and at the end,
     scored as `vital eval` scores them; the points land in the curves and in metrics.jsonl.
     rl.log_rollouts=3: the first 3 episodes of each step, with reward parts and advantage."""
