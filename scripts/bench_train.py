@@ -50,7 +50,7 @@ for p in (ROOT, ROOT / "scripts"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from vital_jax.testing import CompileCounter
+from vital_jax.testing import CompileCounter, LogLines
 
 
 def log(msg: str) -> None:
@@ -250,8 +250,8 @@ def bench_rl(kind: str, data: Path, work: Path, quick: bool) -> None:
         if msg.startswith("rl step "):
             compiles_at[int(msg.split()[2].split("/")[0])] = counter.count
 
-    with CompileCounter() as counter:
-        run_rl(cfg, resume=False, log=on_log)
+    with CompileCounter() as counter, LogLines(on_line=on_log):
+        run_rl(cfg, resume=False)
     wall = time.perf_counter() - t0
     rows = [r for r in read_jsonl(out) if "rl/step_time_s" in r]
     if len(rows) < 2:

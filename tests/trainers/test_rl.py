@@ -19,7 +19,7 @@ from vital_jax.config.run_config import load_config
 from vital_jax.runs.metrics import read_jsonl
 from vital_jax.trainers.step import row_vision_embeds, token_logps
 
-from tests.log_lines import LogLines
+from vital_jax.testing import LogLines
 
 
 class _Visual:

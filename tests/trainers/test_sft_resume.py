@@ -16,7 +16,7 @@ from vital_jax.config.run_config import load_config
 from vital_jax.runs.metrics import read_jsonl
 from vital_jax.trainers.sft import run_sft
 
-from tests.log_lines import LogLines
+from vital_jax.testing import LogLines
 
 STEPS = 4
 SYNTH = SynthConfig(num=12, seed=11, min_seconds=20, max_seconds=24, size=64, eval_fraction=0.25)

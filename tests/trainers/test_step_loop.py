@@ -8,7 +8,7 @@ import pytest
 from vital_jax.config.run_config import RLConfig, RunConfig, SFTConfig
 from vital_jax.trainers.loop import StepLoop, TrainingError
 
-from tests.log_lines import LogLines
+from vital_jax.testing import LogLines
 
 
 class _Writer:
