@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
 import os
+from collections.abc import Callable
 
 NUM_FAKE_DEVICES = 8
 

@@ -93,31 +93,28 @@ def _tpu_local(q, k, v, lengths, *, scale: float):
         return call()
 
 
-def _sharded(local):
+def _sharded(local, q: Array, k: Array, v: Array, lengths: Array, scale: float) -> Array:
     """``local`` per device under a mesh: rows over (data, fsdp), KV heads over tensor."""
-    def run(q: Array, k: Array, v: Array, lengths: Array, scale: float) -> Array:
-        fn = functools.partial(local, scale=float(scale))
-        mesh = jax.sharding.get_abstract_mesh()
-        if mesh.empty:
-            return fn(q, k, v, lengths)
-        P = jax.sharding.PartitionSpec
-        rows, heads = row_head_specs(mesh, q.shape[0], k.shape[1])
-        return jax.shard_map(fn, mesh=mesh, in_specs=(P(rows, heads, None), P(rows, heads, None, None),
-                                                      P(rows, heads, None, None), P(rows)),
-                             out_specs=P(rows, heads, None), check_vma=False)(q, k, v, lengths)
-    run.__doc__ = local.__doc__
-    return run
+    fn = functools.partial(local, scale=float(scale))
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return fn(q, k, v, lengths)
+    P = jax.sharding.PartitionSpec
+    rows, heads = row_head_specs(mesh, q.shape[0], k.shape[1])
+    return jax.shard_map(fn, mesh=mesh, in_specs=(P(rows, heads, None), P(rows, heads, None, None),
+                                                  P(rows, heads, None, None), P(rows)),
+                         out_specs=P(rows, heads, None), check_vma=False)(q, k, v, lengths)
 
 
 @DECODE_KERNELS.register("gpu_decode")
 def gpu_decode(q: Array, k: Array, v: Array, lengths: Array, scale: float) -> Array:
     """Pallas GPU split-K flash decoding over the dense cache: o = softmax(q k^T * scale over
     slots [0, length)) v, per row and query head (its KV head = head // (H / K))."""
-    return _sharded(_gpu_local)(q, k, v, lengths, scale)
+    return _sharded(_gpu_local, q, k, v, lengths, scale)
 
 
 @DECODE_KERNELS.register("tpu_paged")
 def tpu_paged(q: Array, k: Array, v: Array, lengths: Array, scale: float) -> Array:
     """Pallas TPU paged attention over the cache viewed as pages: o = softmax(q k^T * scale over
     slots [0, length)) v, per row and query head (its KV head = head // (H / K))."""
-    return _sharded(_tpu_local)(q, k, v, lengths, scale)
+    return _sharded(_tpu_local, q, k, v, lengths, scale)

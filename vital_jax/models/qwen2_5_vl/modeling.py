@@ -140,8 +140,8 @@ def _impl(cfg: ModelConfig, site: str, keys: int, decode: bool = False) -> str:
     offsets), and ``cudnn`` falling back by its rule (:func:`cudnn_attention`). A ``decode`` step
     over the cache (one query per row) runs ``runtime.decode_attention`` unless that is ``auto``
     (:mod:`~vital_jax.models.qwen2_5_vl.decode_kernels`)."""
-    if decode and decode_name(cfg.runtime.decode_attention) != "auto":
-        return decode_name(cfg.runtime.decode_attention)
+    if decode and (chosen := decode_name(cfg.runtime.decode_attention)) != "auto":
+        return chosen
     name = ATTENTION.canonical(cfg.runtime.attention)
     if name == "auto":
         return "blockwise" if keys >= AUTO_BLOCKWISE_FROM[site] else "xla"
